@@ -1,0 +1,25 @@
+//! # flashsale-processors: single-writer stream processors
+//!
+//! Each partition of the requests topic has exactly one owner in the consumer
+//! group; the owner keeps that partition's state in memory and is the only
+//! writer of the stock of every product whose key hashes to it. No locks: the
+//! partition *is* the lock, and the log order *is* the serialisation order.
+//!
+//! Layout:
+//! * [`core`]: the pure decision function and the partition state.
+//! * [`classify`]: turns a raw record into "decide this request" or "dead
+//!   letter it, because...", classified by whose fault it is.
+//! * [`replay`]: reads a range of a partition's log outside the group, to
+//!   rebuild state on assignment and to fill gaps.
+//! * [`runner`]: the consumer-group loop: poll a batch, decide, produce the
+//!   outcomes, await the broker's acks, then commit.
+//! * [`config`]: flags and environment.
+//! * [`metrics`]: Prometheus counters.
+#![forbid(unsafe_code)]
+
+pub mod classify;
+pub mod config;
+pub mod core;
+pub mod metrics;
+pub mod replay;
+pub mod runner;

@@ -1,0 +1,108 @@
+//! Reads a range of one partition of the requests topic outside the consumer
+//! group: to rebuild a partition's state on assignment, and to fill a gap
+//! when the group consumer hands us a record past the state's position.
+//!
+//! Delivery guarantee: every record with an offset in `[from, to)` that
+//! exists in the log is returned once, in offset order; missing offsets
+//! (gaps in the log) are simply absent. Nothing is committed.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+
+use flashsale_schemas::kafka::assign_consumer_config;
+
+/// Why a replay read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The broker did not deliver the range in time.
+    #[error("replay of partition {partition} stalled at offset {at} (wanted up to {to})")]
+    Stalled {
+        /// Partition.
+        partition: i32,
+        /// Next offset expected.
+        at: i64,
+        /// End of the range (exclusive).
+        to: i64,
+    },
+    /// A client error.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+}
+
+/// A cursor over one partition range at a time.
+pub struct Replayer {
+    /// Assign-mode consumer; never joins the group, never commits.
+    consumer: StreamConsumer,
+    /// The requests topic.
+    topic: String,
+    /// Longest wait for the next record of a range.
+    wait: Duration,
+    /// The range being read: partition, next offset expected, end (exclusive).
+    range: Option<(i32, i64, i64)>,
+}
+
+impl Replayer {
+    /// Creates the replay consumer.
+    pub fn new(
+        brokers: &str,
+        client_id: &str,
+        topic: &str,
+        wait: Duration,
+    ) -> Result<Self, KafkaError> {
+        let consumer: StreamConsumer = assign_consumer_config(brokers, client_id).create()?;
+        Ok(Self {
+            consumer,
+            topic: topic.to_owned(),
+            wait,
+            range: None,
+        })
+    }
+
+    /// Starts reading `[from, to)` of `partition`.
+    pub fn start(&mut self, partition: i32, from: i64, to: i64) -> Result<(), ReplayError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(from))?;
+        self.consumer.assign(&tpl)?;
+        self.range = Some((partition, from, to));
+        Ok(())
+    }
+
+    /// The next record of the range, or `None` once the range is done.
+    pub async fn next(&mut self) -> Result<Option<OwnedMessage>, ReplayError> {
+        let Some((partition, at, to)) = self.range else {
+            return Ok(None);
+        };
+        if at >= to {
+            return self.finish();
+        }
+        loop {
+            let received = tokio::time::timeout(self.wait, self.consumer.recv()).await;
+            let message = match received {
+                Err(_) => return Err(ReplayError::Stalled { partition, at, to }),
+                Ok(Err(KafkaError::PartitionEOF(_))) => return self.finish(),
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(m)) => m,
+            };
+            let offset = message.offset();
+            if message.partition() != partition || offset < at {
+                continue; // a stale fetch from a previous assignment
+            }
+            if offset >= to {
+                return self.finish();
+            }
+            let owned = message.detach();
+            self.range = Some((partition, offset + 1, to));
+            return Ok(Some(owned));
+        }
+    }
+
+    fn finish(&mut self) -> Result<Option<OwnedMessage>, ReplayError> {
+        self.range = None;
+        self.consumer.unassign()?;
+        Ok(None)
+    }
+}

@@ -1,0 +1,82 @@
+//! Settings shared by every service, read from flags or `FLASHSALE_*`
+//! environment variables (flags win). `--help` on any binary lists them with
+//! their defaults; the defaults point at the local stack that `dev/up` starts.
+
+use clap::Args;
+
+/// Where the Kafka-protocol brokers are.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Bootstrap brokers, comma-separated host:port.
+    #[arg(long, env = "FLASHSALE_BROKERS", default_value = "127.0.0.1:19092")]
+    pub brokers: String,
+}
+
+/// The topics of the pipeline.
+#[derive(Debug, Clone, Args)]
+pub struct TopicArgs {
+    /// Input topic: purchase requests and sale commands, keyed by product ID.
+    #[arg(
+        long,
+        env = "FLASHSALE_REQUESTS_TOPIC",
+        default_value = "flashsale.requests"
+    )]
+    pub requests_topic: String,
+    /// Output topic: one outcome per input record, keyed by product ID.
+    #[arg(
+        long,
+        env = "FLASHSALE_OUTCOMES_TOPIC",
+        default_value = "flashsale.outcomes"
+    )]
+    pub outcomes_topic: String,
+    /// Refused input records, with a reason header.
+    #[arg(
+        long,
+        env = "FLASHSALE_DEAD_LETTER_TOPIC",
+        default_value = "flashsale.dead-letter"
+    )]
+    pub dead_letter_topic: String,
+    /// Compacted topic of per-partition processor state snapshots.
+    #[arg(
+        long,
+        env = "FLASHSALE_SNAPSHOTS_TOPIC",
+        default_value = "flashsale.snapshots"
+    )]
+    pub snapshots_topic: String,
+}
+
+impl TopicArgs {
+    /// The topics whose value schemas the contract registers.
+    pub fn contract_topics(&self) -> crate::registry::ContractTopics<'_> {
+        crate::registry::ContractTopics {
+            requests: &self.requests_topic,
+            outcomes: &self.outcomes_topic,
+            dead_letter: &self.dead_letter_topic,
+        }
+    }
+}
+
+/// Where the Confluent-compatible schema registry is.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// Schema registry base URL (a real Confluent Schema Registry in
+    /// production; the dev stand-in locally).
+    #[arg(
+        long,
+        env = "FLASHSALE_SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:18081"
+    )]
+    pub schema_registry_url: String,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log filter in `tracing` EnvFilter syntax (e.g. `info,flashsale=debug`);
+    /// RUST_LOG is used when this is unset.
+    #[arg(long, env = "FLASHSALE_LOG")]
+    pub log: Option<String>,
+    /// Emit logs as JSON lines instead of human-readable text.
+    #[arg(long, env = "FLASHSALE_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+}

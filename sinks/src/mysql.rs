@@ -1,0 +1,211 @@
+//! The MySQL/MariaDB read model. One transaction per batch; every statement
+//! is multi-row and idempotent (see the migration for the tables).
+
+use std::time::Duration;
+
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::{MySql, QueryBuilder, Transaction};
+
+use flashsale_schemas::{Outcome, OutcomeKind, Status};
+
+use crate::fold::{fold, Folded};
+
+/// Rows per multi-row statement: far below MySQL's 65,535 placeholders.
+const ROWS_PER_STATEMENT_MAX: usize = 1_000;
+
+/// The embedded migrations (`sinks/migrations`), run at start.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A connection pool to the read-model database.
+#[derive(Clone)]
+pub struct MysqlStore {
+    /// Pool; small, since one batch at a time writes.
+    pool: MySqlPool,
+}
+
+impl MysqlStore {
+    /// Connects (lazily: the first use opens connections, so a database that
+    /// is down at start is retried like any other outage).
+    pub fn connect_lazy(url: &str) -> Result<Self, sqlx::Error> {
+        let pool = MySqlPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy(url)?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for admin commands and tests.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    /// Runs the embedded migrations (idempotent).
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        MIGRATOR.run(&self.pool).await
+    }
+
+    /// Applies a batch of outcomes in one transaction.
+    pub async fn apply(&self, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
+        let folded = fold(outcomes);
+        let mut tx = self.pool.begin().await?;
+        for chunk in outcomes.chunks(ROWS_PER_STATEMENT_MAX) {
+            insert_outcomes(&mut tx, chunk).await?;
+            let accepted: Vec<&Outcome> = chunk
+                .iter()
+                .filter(|o| o.kind == OutcomeKind::Purchase && o.status == Status::Accepted)
+                .collect();
+            insert_orders(&mut tx, &accepted).await?;
+        }
+        upsert_projections(&mut tx, &folded).await?;
+        tx.commit().await
+    }
+}
+
+async fn insert_outcomes(
+    tx: &mut Transaction<'_, MySql>,
+    chunk: &[Outcome],
+) -> Result<(), sqlx::Error> {
+    if chunk.is_empty() {
+        return Ok(());
+    }
+    let mut q = QueryBuilder::<MySql>::new(
+        "INSERT INTO outcomes (request_id, product_id, kind, status, reason, user_id, quantity, \
+         order_id, unit_price, remaining, user_total, decided_at_ms, src_partition, src_offset) ",
+    );
+    q.push_values(chunk, |mut b, o| {
+        let view = flashsale_schemas::view::OutcomeView::from(o);
+        b.push_bind(view.request_id)
+            .push_bind(view.product_id)
+            .push_bind(view.kind)
+            .push_bind(view.status)
+            .push_bind(view.reason)
+            .push_bind(view.user_id)
+            .push_bind(o.quantity)
+            .push_bind(view.order_id)
+            .push_bind(view.unit_price)
+            .push_bind(o.remaining)
+            .push_bind(o.user_total)
+            .push_bind(o.decided_at_ms)
+            .push_bind(o.source_partition)
+            .push_bind(o.source_offset);
+    });
+    // A repeat of the same request ID is the same decision: keep the first.
+    q.push(" ON DUPLICATE KEY UPDATE request_id = request_id");
+    q.build().execute(&mut **tx).await?;
+    Ok(())
+}
+
+async fn insert_orders(
+    tx: &mut Transaction<'_, MySql>,
+    accepted: &[&Outcome],
+) -> Result<(), sqlx::Error> {
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    let mut q = QueryBuilder::<MySql>::new(
+        "INSERT INTO orders (order_id, request_id, product_id, user_id, quantity, unit_price, \
+         decided_at_ms, src_partition, src_offset) ",
+    );
+    q.push_values(accepted, |mut b, o| {
+        b.push_bind(o.order_id.as_ref().map(ToString::to_string))
+            .push_bind(o.request_id.to_string())
+            .push_bind(o.product_id.to_string())
+            .push_bind(o.user_id.as_ref().map(ToString::to_string))
+            .push_bind(o.quantity)
+            .push_bind(o.unit_price.map(|p| p.to_string()))
+            .push_bind(o.decided_at_ms)
+            .push_bind(o.source_partition)
+            .push_bind(o.source_offset);
+    });
+    q.push(" ON DUPLICATE KEY UPDATE order_id = order_id");
+    q.build().execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// The newer-offset-wins upserts. MySQL applies the assignments left to
+/// right, so `src_offset` is compared before it is updated, last.
+async fn upsert_projections(
+    tx: &mut Transaction<'_, MySql>,
+    f: &Folded,
+) -> Result<(), sqlx::Error> {
+    let stock: Vec<_> = f.stock.iter().collect();
+    for chunk in stock.chunks(ROWS_PER_STATEMENT_MAX) {
+        let mut q = QueryBuilder::<MySql>::new(
+            "INSERT INTO stock (product_id, stock, remaining, src_partition, src_offset) ",
+        );
+        q.push_values(chunk, |mut b, (product, s)| {
+            b.push_bind(product.to_string())
+                .push_bind(s.stock)
+                .push_bind(s.remaining)
+                .push_bind(s.partition)
+                .push_bind(s.offset);
+        });
+        q.push(
+            " ON DUPLICATE KEY UPDATE \
+             stock = IF(VALUES(src_offset) > src_offset, VALUES(stock), stock), \
+             remaining = IF(VALUES(src_offset) > src_offset, VALUES(remaining), remaining), \
+             src_partition = IF(VALUES(src_offset) > src_offset, VALUES(src_partition), src_partition), \
+             src_offset = GREATEST(src_offset, VALUES(src_offset))",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    upsert_sales(tx, f).await?;
+    upsert_user_totals(tx, f).await
+}
+
+async fn upsert_sales(tx: &mut Transaction<'_, MySql>, f: &Folded) -> Result<(), sqlx::Error> {
+    let sales: Vec<_> = f.sales.iter().collect();
+    for chunk in sales.chunks(ROWS_PER_STATEMENT_MAX) {
+        let mut q = QueryBuilder::<MySql>::new(
+            "INSERT INTO sales (product_id, stock, per_user_limit, price, starts_at_ms, ends_at_ms, \
+             src_partition, src_offset) ",
+        );
+        q.push_values(chunk, |mut b, (product, t)| {
+            b.push_bind(product.to_string())
+                .push_bind(t.terms.stock)
+                .push_bind(t.terms.per_user_limit)
+                .push_bind(t.terms.price.to_string())
+                .push_bind(t.terms.starts_at_ms)
+                .push_bind(t.terms.ends_at_ms)
+                .push_bind(t.partition)
+                .push_bind(t.offset);
+        });
+        q.push(
+            " ON DUPLICATE KEY UPDATE \
+             stock = IF(VALUES(src_offset) > src_offset, VALUES(stock), stock), \
+             per_user_limit = IF(VALUES(src_offset) > src_offset, VALUES(per_user_limit), per_user_limit), \
+             price = IF(VALUES(src_offset) > src_offset, VALUES(price), price), \
+             starts_at_ms = IF(VALUES(src_offset) > src_offset, VALUES(starts_at_ms), starts_at_ms), \
+             ends_at_ms = IF(VALUES(src_offset) > src_offset, VALUES(ends_at_ms), ends_at_ms), \
+             src_partition = IF(VALUES(src_offset) > src_offset, VALUES(src_partition), src_partition), \
+             src_offset = GREATEST(src_offset, VALUES(src_offset))",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn upsert_user_totals(
+    tx: &mut Transaction<'_, MySql>,
+    f: &Folded,
+) -> Result<(), sqlx::Error> {
+    let totals: Vec<_> = f.user_totals.iter().collect();
+    for chunk in totals.chunks(ROWS_PER_STATEMENT_MAX) {
+        let mut q = QueryBuilder::<MySql>::new(
+            "INSERT INTO user_totals (product_id, user_id, quantity, src_offset) ",
+        );
+        q.push_values(chunk, |mut b, ((product, user), (offset, total))| {
+            b.push_bind(product.to_string())
+                .push_bind(user.to_string())
+                .push_bind(*total)
+                .push_bind(*offset);
+        });
+        q.push(
+            " ON DUPLICATE KEY UPDATE \
+             quantity = IF(VALUES(src_offset) > src_offset, VALUES(quantity), quantity), \
+             src_offset = GREATEST(src_offset, VALUES(src_offset))",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
