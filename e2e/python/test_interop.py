@@ -1,0 +1,167 @@
+"""Interop with the official Confluent Python client (confluent-kafka).
+
+An external team produces purchase requests straight to the requests topic
+with confluent-kafka's AvroSerializer, SchemaRegistryClient and the murmur2
+partitioner, exactly as they would against Apache Kafka and Confluent Schema
+Registry; the running pipeline decides them; an AvroDeserializer reads the
+outcomes back. This proves (1) our schemas and wire format are what standard
+Confluent tooling produces and reads, (2) librdkafka's murmur2_random puts
+every key on the partition our processors own (Kafka's Java murmur2,
+re-implemented independently below), and (3) the registry stand-in speaks
+the REST API real clients use.
+
+Runs against the local stack from dev/up (dev/test exports its endpoints).
+"""
+
+import json
+import os
+import pathlib
+import time
+import uuid
+
+import pytest
+import requests
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BROKERS = os.environ.get("FLASHSALE_BROKERS", "127.0.0.1:19092")
+REGISTRY = os.environ.get("FLASHSALE_SCHEMA_REGISTRY_URL", "http://127.0.0.1:18081")
+INGRESS = os.environ.get("FLASHSALE_INGRESS_URL", "http://127.0.0.1:18080")
+REQUESTS = os.environ.get("FLASHSALE_REQUESTS_TOPIC", "flashsale.requests")
+OUTCOMES = os.environ.get("FLASHSALE_OUTCOMES_TOPIC", "flashsale.outcomes")
+
+
+def kafka_murmur2(data: bytes) -> int:
+    """Kafka's Utils.murmur2, written from the algorithm, as a signed int."""
+    seed, m, r = 0x9747B28C, 0x5BD1E995, 24
+    mask = 0xFFFFFFFF
+    length = len(data)
+    h = (seed ^ length) & mask
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & mask
+        k ^= k >> r
+        k = (k * m) & mask
+        h = (h * m) & mask
+        h ^= k
+    tail = data[length - length % 4 :]
+    if len(tail) == 3:
+        h ^= tail[2] << 16
+    if len(tail) >= 2:
+        h ^= tail[1] << 8
+    if len(tail) >= 1:
+        h ^= tail[0]
+        h = (h * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def expected_partition(key: str, count: int) -> int:
+    return (kafka_murmur2(key.encode()) & 0x7FFFFFFF) % count
+
+
+def test_murmur2_matches_kafka_vectors():
+    """The Python murmur2 used below agrees with Kafka's own test vectors."""
+    assert kafka_murmur2(b"21") == -973932308
+    assert kafka_murmur2(b"foobar") == -790332482
+    assert kafka_murmur2(b"a-little-bit-long-string") == -985981536
+
+
+def stack_up() -> bool:
+    try:
+        return requests.get(f"{INGRESS}/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@pytest.fixture(scope="module")
+def registry():
+    if not stack_up():
+        pytest.fail(f"the local stack is not running at {INGRESS}: run dev/up")
+    return SchemaRegistryClient({"url": REGISTRY})
+
+
+def tail_outcomes(partitions: int) -> Consumer:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": BROKERS,
+            "group.id": f"interop-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    assignment = []
+    for p in range(partitions):
+        _, high = consumer.get_watermark_offsets(TopicPartition(OUTCOMES, p), timeout=10)
+        assignment.append(TopicPartition(OUTCOMES, p, high))
+    consumer.assign(assignment)
+    return consumer
+
+
+def test_external_avro_producer_is_decided_and_outcomes_read_back(registry):
+    """20 buyers race for 5 units through Kafka directly: 5 ACCEPTED, 15
+    REJECTED SOLD_OUT, each record on its murmur2 partition."""
+    product = f"py-{uuid.uuid4().hex[:12]}"
+    sale = {"product_id": product, "stock": 5, "per_user_limit": 1, "price": "4.50"}
+    answer = requests.post(f"{INGRESS}/api/v1/sales", json=sale, timeout=10)
+    assert answer.status_code == 201, answer.text
+
+    partitions = len(Consumer({"bootstrap.servers": BROKERS, "group.id": "interop-meta"}).list_topics(REQUESTS, timeout=10).topics[REQUESTS].partitions)
+    outcomes = tail_outcomes(partitions)
+
+    schema_str = (ROOT / "schemas" / "avro" / "request.avsc").read_text()
+    serializer = AvroSerializer(registry, schema_str, conf={"auto.register.schemas": True})
+    producer = Producer(
+        {
+            "bootstrap.servers": BROKERS,
+            "partitioner": "murmur2_random",
+            "enable.idempotence": True,
+            "acks": "all",
+        }
+    )
+    delivered = []
+
+    def on_delivery(err, msg):
+        assert err is None, err
+        delivered.append((msg.key().decode(), msg.partition()))
+
+    request_ids = []
+    for i in range(20):
+        request_id = f"py-req-{uuid.uuid4().hex[:16]}"
+        request_ids.append(request_id)
+        record = {
+            "request_id": request_id,
+            "user_id": f"py-user-{i}",
+            "product_id": product,
+            "quantity": 1,
+            "received_at": int(time.time() * 1000),
+        }
+        value = serializer(record, SerializationContext(REQUESTS, MessageField.VALUE))
+        producer.produce(REQUESTS, key=product.encode(), value=value, on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    assert len(delivered) == 20
+    assert all(p == expected_partition(k, partitions) for k, p in delivered), delivered
+
+    deserializer = AvroDeserializer(registry)
+    seen = {}
+    deadline = time.time() + 60
+    while len(seen) < 20 and time.time() < deadline:
+        msg = outcomes.poll(1.0)
+        if msg is None or msg.error():
+            continue
+        outcome = deserializer(msg.value(), SerializationContext(OUTCOMES, MessageField.VALUE))
+        if outcome["request_id"] in request_ids:
+            assert msg.key().decode() == product
+            seen[outcome["request_id"]] = outcome
+    outcomes.close()
+    assert len(seen) == 20, f"only {len(seen)} outcomes arrived"
+    statuses = sorted(o["status"] for o in seen.values())
+    assert statuses.count("ACCEPTED") == 5
+    assert statuses.count("REJECTED") == 15
+    assert {o["reason"] for o in seen.values() if o["status"] == "REJECTED"} == {"SOLD_OUT"}
+    assert min(o["remaining"] for o in seen.values()) == 0
