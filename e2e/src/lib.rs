@@ -37,6 +37,8 @@ pub struct Env {
     pub outcomes_topic: String,
     /// Refused records.
     pub dead_letter_topic: String,
+    /// Processor state snapshots.
+    pub snapshots_topic: String,
 }
 
 fn var(name: &str, default: &str) -> String {
@@ -58,6 +60,7 @@ impl Env {
             requests_topic: var("FLASHSALE_REQUESTS_TOPIC", "flashsale.requests"),
             outcomes_topic: var("FLASHSALE_OUTCOMES_TOPIC", "flashsale.outcomes"),
             dead_letter_topic: var("FLASHSALE_DEAD_LETTER_TOPIC", "flashsale.dead-letter"),
+            snapshots_topic: var("FLASHSALE_SNAPSHOTS_TOPIC", "flashsale.snapshots"),
         }
     }
 
@@ -296,6 +299,7 @@ pub mod kafka {
             requests: &env.requests_topic,
             outcomes: &env.outcomes_topic,
             dead_letter: &env.dead_letter_topic,
+            snapshots: &env.snapshots_topic,
         };
         Ok(Contract::register(&env.registry_url, &topics).await?)
     }

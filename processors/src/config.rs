@@ -51,6 +51,26 @@ pub struct ProcessorConfig {
         default_value_t = 2_000_000
     )]
     pub dedupe_entries_max: usize,
+    /// Snapshot a partition's state after this many records (0: never by
+    /// count). Bounds how much of the log a restore replays.
+    #[arg(
+        long,
+        env = "FLASHSALE_SNAPSHOT_EVERY_RECORDS",
+        default_value_t = 50_000
+    )]
+    pub snapshot_every_records: u64,
+    /// Snapshot a partition that changed at least this long ago, in ms
+    /// (0: never by time).
+    #[arg(long, env = "FLASHSALE_SNAPSHOT_EVERY_MS", default_value_t = 60_000)]
+    pub snapshot_every_ms: u64,
+    /// Largest snapshot chunk, in bytes; keep it below the broker's record
+    /// size limit (1 MB by default on Kafka).
+    #[arg(
+        long,
+        env = "FLASHSALE_SNAPSHOT_CHUNK_BYTES",
+        default_value_t = 262_144
+    )]
+    pub snapshot_chunk_bytes: usize,
     /// Longest wait for one replay read (restore or gap fill), in ms; past it
     /// the processor stops rather than decide on an incomplete state.
     #[arg(long, env = "FLASHSALE_REPLAY_TIMEOUT_MS", default_value_t = 60_000)]

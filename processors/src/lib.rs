@@ -13,6 +13,8 @@
 //!   rebuild state on assignment and to fill gaps.
 //! * [`runner`]: the consumer-group loop: poll a batch, decide, produce the
 //!   outcomes, await the broker's acks, then commit.
+//! * [`snapshot`]: the binary encoding of a partition state, for snapshots.
+//! * [`snapshot_store`]: writes snapshots to, and finds them on, the snapshots topic.
 //! * [`config`]: flags and environment.
 //! * [`metrics`]: Prometheus counters.
 #![forbid(unsafe_code)]
@@ -23,3 +25,5 @@ pub mod core;
 pub mod metrics;
 pub mod replay;
 pub mod runner;
+pub mod snapshot;
+pub mod snapshot_store;

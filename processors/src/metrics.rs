@@ -19,6 +19,12 @@ pub struct ProcessorMetrics {
     pub partitions_owned: IntGauge,
     /// Registry lookups retried because the registry was unavailable.
     pub registry_retries: IntCounter,
+    /// Snapshots written.
+    pub snapshots_written: IntCounter,
+    /// Size of the last snapshot written, in bytes.
+    pub snapshot_bytes: IntGauge,
+    /// Restores that started from a snapshot rather than the log's start.
+    pub restores_from_snapshot: IntCounter,
 }
 
 impl ProcessorMetrics {
@@ -56,7 +62,22 @@ impl ProcessorMetrics {
                 "flashsale_processor_registry_retries_total",
                 "Decodes retried because the schema registry was unavailable",
             )?,
+            snapshots_written: IntCounter::new(
+                "flashsale_processor_snapshots_written_total",
+                "Partition state snapshots written",
+            )?,
+            snapshot_bytes: IntGauge::new(
+                "flashsale_processor_snapshot_bytes",
+                "Size of the last snapshot written",
+            )?,
+            restores_from_snapshot: IntCounter::new(
+                "flashsale_processor_restores_from_snapshot_total",
+                "Partition restores that started from a snapshot",
+            )?,
         };
+        registry.register(Box::new(m.snapshots_written.clone()))?;
+        registry.register(Box::new(m.snapshot_bytes.clone()))?;
+        registry.register(Box::new(m.restores_from_snapshot.clone()))?;
         registry.register(Box::new(m.decisions.clone()))?;
         registry.register(Box::new(m.dead_letters.clone()))?;
         registry.register(Box::new(m.replayed.clone()))?;

@@ -37,8 +37,6 @@ pub enum ReplayError {
 pub struct Replayer {
     /// Assign-mode consumer; never joins the group, never commits.
     consumer: StreamConsumer,
-    /// The requests topic.
-    topic: String,
     /// Longest wait for the next record of a range.
     wait: Duration,
     /// The range being read: partition, next offset expected, end (exclusive).
@@ -47,25 +45,33 @@ pub struct Replayer {
 
 impl Replayer {
     /// Creates the replay consumer.
-    pub fn new(
-        brokers: &str,
-        client_id: &str,
-        topic: &str,
-        wait: Duration,
-    ) -> Result<Self, KafkaError> {
+    pub fn new(brokers: &str, client_id: &str, wait: Duration) -> Result<Self, KafkaError> {
         let consumer: StreamConsumer = assign_consumer_config(brokers, client_id).create()?;
         Ok(Self {
             consumer,
-            topic: topic.to_owned(),
             wait,
             range: None,
         })
     }
 
-    /// Starts reading `[from, to)` of `partition`.
-    pub fn start(&mut self, partition: i32, from: i64, to: i64) -> Result<(), ReplayError> {
+    /// The low and high watermarks of a partition.
+    pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), ReplayError> {
+        let marks = tokio::task::block_in_place(|| {
+            self.consumer.fetch_watermarks(topic, partition, self.wait)
+        })?;
+        Ok(marks)
+    }
+
+    /// Starts reading `[from, to)` of `topic`'s `partition`.
+    pub fn start(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+    ) -> Result<(), ReplayError> {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(from))?;
+        tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
         self.consumer.assign(&tpl)?;
         self.range = Some((partition, from, to));
         Ok(())

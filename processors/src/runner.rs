@@ -39,6 +39,7 @@ use crate::config::ProcessorConfig;
 use crate::core::{DedupeLimits, PartitionState, Position};
 use crate::metrics::ProcessorMetrics;
 use crate::replay::{ReplayError, Replayer};
+use crate::snapshot_store::{SnapshotStore, SnapshotStoreError};
 
 /// Broker round-trips (metadata, offsets) give up after this long.
 const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,6 +73,9 @@ pub enum RunError {
     /// The requests topic does not exist.
     #[error("topic {0} not found")]
     NoTopic(String),
+    /// A snapshot could not be read or written.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotStoreError),
 }
 
 /// A change of this member's partitions, in the order librdkafka reported it.
@@ -326,7 +330,7 @@ async fn replay_range(
     mut emitter: Option<&mut Emitter>,
     (partition, from, to): (i32, i64, i64),
 ) -> Result<(), RunError> {
-    replayer.start(partition, from, to)?;
+    replayer.start(ctx.source_topic, partition, from, to)?;
     while let Some(message) = replayer.next().await? {
         if message.offset() < state.next_offset {
             continue;
@@ -358,6 +362,10 @@ pub struct Runner {
     partitions: HashMap<i32, PartitionState>,
     /// Partitions of the requests topic, refreshed on every assignment.
     partition_count: i32,
+    /// Where snapshots go and come from.
+    snapshots: SnapshotStore,
+    /// Per owned partition: records since its last snapshot, and when it was.
+    snapshot_due: HashMap<i32, (u64, Instant)>,
     /// Counters.
     metrics: ProcessorMetrics,
 }
@@ -379,10 +387,21 @@ impl Runner {
             group_consumer_config(&cfg.kafka.brokers, &cfg.group_id, &instance)
                 .create_with_context(context)?;
         let producer: FutureProducer = producer_config(&cfg.kafka.brokers, &instance).create()?;
+        let snapshot_reader = Replayer::new(
+            &cfg.kafka.brokers,
+            &format!("{instance}-snapshots"),
+            Duration::from_millis(cfg.replay_timeout_ms),
+        )?;
+        let snapshots = SnapshotStore::new(
+            producer.clone(),
+            contract.clone(),
+            (&cfg.topics.snapshots_topic, &cfg.topics.requests_topic),
+            cfg.snapshot_chunk_bytes,
+            snapshot_reader,
+        );
         let replayer = Replayer::new(
             &cfg.kafka.brokers,
             &format!("{instance}-replay"),
-            &cfg.topics.requests_topic,
             Duration::from_millis(cfg.replay_timeout_ms),
         )?;
         let emitter = Emitter {
@@ -402,6 +421,8 @@ impl Runner {
             replayer,
             partitions: HashMap::new(),
             partition_count: 0,
+            snapshots,
+            snapshot_due: HashMap::new(),
             metrics,
         })
     }
@@ -479,6 +500,7 @@ impl Runner {
                 Some(RebalanceEvent::Revoked(partitions)) => {
                     for p in partitions {
                         self.partitions.remove(&p);
+                        self.snapshot_due.remove(&p);
                     }
                 }
                 Some(RebalanceEvent::Assigned(partitions)) => {
@@ -510,7 +532,24 @@ impl Runner {
         })?;
         let committed = self.committed_offset(partition)?;
         let to = committed.unwrap_or(low).clamp(low, high);
-        let mut state = PartitionState::starting_at(low);
+        let mut state = match self.snapshots.latest(partition).await? {
+            Some(s) if (low..=high).contains(&s.next_offset) => {
+                self.metrics.restores_from_snapshot.inc();
+                s
+            }
+            Some(s) => {
+                tracing::warn!(
+                    partition,
+                    snapshot = s.next_offset,
+                    low,
+                    high,
+                    "snapshot outside the log; replaying from the start"
+                );
+                PartitionState::starting_at(low)
+            }
+            None => PartitionState::starting_at(low),
+        };
+        let from = state.next_offset;
         let ctx = ApplyCtx {
             contract: &self.contract,
             partition_count: self.partition_count,
@@ -519,25 +558,30 @@ impl Runner {
             metrics: &self.metrics,
             cancel,
         };
-        replay_range(
-            &mut self.replayer,
-            &ctx,
-            &mut state,
-            None,
-            (partition, low, to),
-        )
-        .await?;
+        // A snapshot newer than the committed offset is fine: every outcome
+        // below its offset was acknowledged before it was written.
+        if from < to {
+            replay_range(
+                &mut self.replayer,
+                &ctx,
+                &mut state,
+                None,
+                (partition, from, to),
+            )
+            .await?;
+        }
         let elapsed = started.elapsed();
         self.metrics.restore_seconds.observe(elapsed.as_secs_f64());
         tracing::info!(
             partition,
-            from = low,
+            from,
             to,
             products = state.sales.len(),
             elapsed_ms = elapsed.as_millis() as u64,
             "partition restored"
         );
         self.partitions.insert(partition, state);
+        self.snapshot_due.insert(partition, (0, Instant::now()));
         Ok(())
     }
 
@@ -570,6 +614,10 @@ impl Runner {
         }
         let topic = self.cfg.topics.requests_topic.clone();
         let mut commits = TopicPartitionList::new();
+        let counts: BTreeMap<i32, u64> = by_partition
+            .iter()
+            .map(|(p, m)| (*p, m.len() as u64))
+            .collect();
         for (partition, messages) in by_partition {
             // Records of partitions we no longer own belong to the new owner.
             let Some(mut state) = self.partitions.remove(&partition) else {
@@ -586,6 +634,40 @@ impl Runner {
             // Async commits are sent in order; a lost one is covered by the
             // next. At-least-once holds because outcomes are acked already.
             self.consumer.commit(&commits, CommitMode::Async)?;
+        }
+        self.snapshot_if_due(&counts).await
+    }
+
+    /// Snapshots every partition that is due, after its outcomes were
+    /// acknowledged (so a restore from it never skips an unsent outcome).
+    async fn snapshot_if_due(&mut self, counts: &BTreeMap<i32, u64>) -> Result<(), RunError> {
+        let (every_records, every_ms) =
+            (self.cfg.snapshot_every_records, self.cfg.snapshot_every_ms);
+        for (partition, n) in counts {
+            let Some(due) = self.snapshot_due.get_mut(partition) else {
+                continue;
+            };
+            due.0 += n;
+            let by_count = every_records > 0 && due.0 >= every_records;
+            let by_time = every_ms > 0 && due.1.elapsed() >= Duration::from_millis(every_ms);
+            if !(by_count || by_time) {
+                continue;
+            }
+            *due = (0, Instant::now());
+            let Some(state) = self.partitions.get(partition) else {
+                continue;
+            };
+            let started = Instant::now();
+            let bytes = self.snapshots.write(*partition, state).await?;
+            self.metrics.snapshots_written.inc();
+            self.metrics.snapshot_bytes.set(bytes as i64);
+            tracing::info!(
+                partition,
+                next_offset = state.next_offset,
+                bytes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "snapshot written"
+            );
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ use rust_decimal::Decimal;
 use crate::ids::{IdError, OrderId, ProductId, RequestId, UserId};
 use crate::records::{
     ConfigureSale, DeadLetter, Outcome, OutcomeKind, PurchaseRequest, RejectReason, Request,
-    SaleTerms, Status,
+    SaleTerms, SnapshotChunk, Status,
 };
 
 /// The requests topic's value schema: a union of purchase and sale command.
@@ -27,6 +27,8 @@ pub const REQUEST_SCHEMA: &str = include_str!("../avro/request.avsc");
 pub const OUTCOME_SCHEMA: &str = include_str!("../avro/outcome.avsc");
 /// The dead-letter topic's value schema.
 pub const DEAD_LETTER_SCHEMA: &str = include_str!("../avro/dead_letter.avsc");
+/// The snapshots topic's value schema.
+pub const SNAPSHOT_SCHEMA: &str = include_str!("../avro/snapshot.avsc");
 
 /// Full name of the purchase branch of the request union.
 pub const PURCHASE_REQUEST_NAME: &str = "flashsale.v1.PurchaseRequest";
@@ -44,6 +46,8 @@ pub struct Schemas {
     pub outcome: Schema,
     /// Dead-letter topic value schema.
     pub dead_letter: Schema,
+    /// Snapshots topic value schema.
+    pub snapshot: Schema,
 }
 
 /// Parsed once; the texts are compiled in and the tests parse them, so a
@@ -52,6 +56,7 @@ pub static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| Schemas {
     request: Schema::parse_str(REQUEST_SCHEMA).expect("request.avsc parses"), // ok: compiled-in, tested
     outcome: Schema::parse_str(OUTCOME_SCHEMA).expect("outcome.avsc parses"), // ok: compiled-in, tested
     dead_letter: Schema::parse_str(DEAD_LETTER_SCHEMA).expect("dead_letter.avsc parses"), // ok: compiled-in, tested
+    snapshot: Schema::parse_str(SNAPSHOT_SCHEMA).expect("snapshot.avsc parses"), // ok: compiled-in, tested
 });
 
 /// Why an Avro value is not one of our records.
@@ -221,6 +226,36 @@ pub fn dead_letter_to_value(d: &DeadLetter) -> Value {
         ("key".into(), null_or(d.key.clone().map(Value::Bytes))),
         ("value".into(), null_or(d.value.clone().map(Value::Bytes))),
     ])
+}
+
+/// The Avro value of a snapshot chunk.
+pub fn snapshot_to_value(c: &SnapshotChunk) -> Value {
+    Value::Record(vec![
+        ("source_topic".into(), string(&c.source_topic)),
+        ("source_partition".into(), Value::Int(c.source_partition)),
+        ("next_offset".into(), Value::Long(c.next_offset)),
+        ("chunk_index".into(), Value::Int(c.chunk_index)),
+        ("chunk_count".into(), Value::Int(c.chunk_count)),
+        ("encoding".into(), string(&c.encoding)),
+        ("data".into(), Value::Bytes(c.data.clone())),
+    ])
+}
+
+/// Reads a snapshot chunk.
+pub fn snapshot_from_value(value: Value) -> Result<SnapshotChunk> {
+    let mut f = Fields::of(value, "SnapshotChunk")?;
+    Ok(SnapshotChunk {
+        source_topic: f.string("source_topic")?,
+        source_partition: f.int("source_partition")?,
+        next_offset: f.long("next_offset")?,
+        chunk_index: f.int("chunk_index")?,
+        chunk_count: f.int("chunk_count")?,
+        encoding: f.string("encoding")?,
+        data: match f.req("data")? {
+            Value::Bytes(b) => b,
+            other => return Err(wrong("data", &other)),
+        },
+    })
 }
 
 /// Writes `value` as an Avro body with `schema` (validating it first).

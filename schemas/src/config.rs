@@ -52,6 +52,7 @@ impl TopicArgs {
             requests: &self.requests_topic,
             outcomes: &self.outcomes_topic,
             dead_letter: &self.dead_letter_topic,
+            snapshots: &self.snapshots_topic,
         }
     }
 }

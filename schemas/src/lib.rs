@@ -34,5 +34,5 @@ pub mod wire;
 pub use ids::{IdError, OrderId, ProductId, RequestId, UserId};
 pub use records::{
     ConfigureSale, DeadLetter, Outcome, OutcomeKind, PurchaseRequest, RejectReason, Request,
-    SaleTerms, Status,
+    SaleTerms, SnapshotChunk, Status,
 };

@@ -284,3 +284,22 @@ pub struct DeadLetter {
     /// Its value bytes.
     pub value: Option<Vec<u8>>,
 }
+
+/// One chunk of a partition-state snapshot (see `processors/src/snapshot.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// The requests topic.
+    pub source_topic: String,
+    /// The requests partition the state belongs to.
+    pub source_partition: i32,
+    /// The state reflects every input below this offset.
+    pub next_offset: i64,
+    /// Position of this chunk, from 0.
+    pub chunk_index: i32,
+    /// Chunks in the snapshot.
+    pub chunk_count: i32,
+    /// Encoding of the concatenated data.
+    pub encoding: String,
+    /// This chunk's bytes.
+    pub data: Vec<u8>,
+}

@@ -17,7 +17,7 @@ use schema_registry_converter::async_impl::schema_registry::{post_schema, SrSett
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 
 use crate::avro::{self, ContractError, SCHEMAS};
-use crate::records::{DeadLetter, Outcome, Request};
+use crate::records::{DeadLetter, Outcome, Request, SnapshotChunk};
 use crate::wire::{self, WireError};
 
 /// Why a framed value could not be turned into a record. Classified by whose
@@ -83,6 +83,8 @@ pub struct Contract {
     outcome_id: u32,
     /// ID of our dead-letter schema under the dead-letter topic's subject.
     dead_letter_id: u32,
+    /// ID of our snapshot schema under the snapshots topic's subject.
+    snapshot_id: u32,
 }
 
 /// Topic names whose subjects the contract registers.
@@ -93,6 +95,8 @@ pub struct ContractTopics<'a> {
     pub outcomes: &'a str,
     /// Dead-letter topic.
     pub dead_letter: &'a str,
+    /// Snapshots topic.
+    pub snapshots: &'a str,
 }
 
 impl Contract {
@@ -113,13 +117,22 @@ impl Contract {
             register_one(url, &settings, topics.outcomes, avro::OUTCOME_SCHEMA).await?;
         let dead_letter_id =
             register_one(url, &settings, topics.dead_letter, avro::DEAD_LETTER_SCHEMA).await?;
-        tracing::info!(request_id, outcome_id, dead_letter_id, "schemas registered");
+        let snapshot_id =
+            register_one(url, &settings, topics.snapshots, avro::SNAPSHOT_SCHEMA).await?;
+        tracing::info!(
+            request_id,
+            outcome_id,
+            dead_letter_id,
+            snapshot_id,
+            "schemas registered"
+        );
         Ok(Self {
             decoder: Arc::new(AvroDecoder::new(settings.clone())),
             settings,
             request_id,
             outcome_id,
             dead_letter_id,
+            snapshot_id,
         })
     }
 
@@ -149,6 +162,23 @@ impl Contract {
     pub fn encode_dead_letter(&self, d: &DeadLetter) -> Result<Vec<u8>, ContractError> {
         let body = avro::write_body(&SCHEMAS.dead_letter, avro::dead_letter_to_value(d))?;
         Ok(wire::frame(self.dead_letter_id, &body))
+    }
+
+    /// Frames a snapshot chunk for the snapshots topic.
+    pub fn encode_snapshot(&self, c: &SnapshotChunk) -> Result<Vec<u8>, ContractError> {
+        let body = avro::write_body(&SCHEMAS.snapshot, avro::snapshot_to_value(c))?;
+        Ok(wire::frame(self.snapshot_id, &body))
+    }
+
+    /// Decodes a framed snapshot chunk.
+    pub async fn decode_snapshot(&self, bytes: &[u8]) -> Result<SnapshotChunk, DecodeError> {
+        let (id, body) = wire::split(bytes)?;
+        let value = if id == self.snapshot_id {
+            avro::read_body(&SCHEMAS.snapshot, body)?
+        } else {
+            avro::read_body(&*self.writer_schema(id).await?, body)?
+        };
+        Ok(avro::snapshot_from_value(value)?)
     }
 
     /// The writer schema for `id`, from cache or the registry.

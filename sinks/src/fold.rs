@@ -41,7 +41,7 @@ pub struct Folded {
 
 /// Whether an outcome says anything about the product's stock: an unknown
 /// product has none, so its outcome must not create a stock row.
-fn carries_stock(o: &Outcome) -> bool {
+pub fn carries_stock(o: &Outcome) -> bool {
     match o.kind {
         OutcomeKind::Purchase => o.reason != Some(RejectReason::UnknownProduct),
         OutcomeKind::SaleConfigured => o.sale.is_some(),

@@ -12,6 +12,7 @@
 //! * [`runner`]: the consume → write → commit loop, retrying store outages
 //!   with bounded backoff and never skipping an outcome.
 //! * [`admin`]: operator commands (topic creation).
+//! * [`reconcile`]: drift between the outcomes log, MySQL and Redis; Redis rebuild.
 //!
 //! Outcomes may arrive twice (processor replays, zombies): every write is an
 //! upsert by request ID, or a monotonic update guarded by the input offset,
@@ -23,5 +24,6 @@ pub mod config;
 pub mod fold;
 pub mod metrics;
 pub mod mysql;
+pub mod reconcile;
 pub mod redis_store;
 pub mod runner;

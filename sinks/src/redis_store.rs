@@ -44,6 +44,25 @@ pub fn outcome_key(request: &str) -> String {
     format!("flashsale:outcome:{request}")
 }
 
+/// Adds the guarded stock update for one product to a pipeline.
+pub fn push_stock_guard(
+    pipe: &mut redis::Pipeline,
+    product: &str,
+    offset: i64,
+    remaining: i64,
+    stock: i64,
+) {
+    pipe.cmd("EVAL")
+        .arg(STOCK_GUARD_LUA)
+        .arg(2)
+        .arg(stock_key(product))
+        .arg(soldout_key(product))
+        .arg(offset)
+        .arg(remaining)
+        .arg(stock)
+        .ignore();
+}
+
 /// A connection to the Redis read model.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -70,15 +89,7 @@ impl RedisStore {
         let folded = fold(outcomes);
         let mut pipe = redis::pipe();
         for (product, s) in &folded.stock {
-            pipe.cmd("EVAL")
-                .arg(STOCK_GUARD_LUA)
-                .arg(2)
-                .arg(stock_key(product.as_str()))
-                .arg(soldout_key(product.as_str()))
-                .arg(s.offset)
-                .arg(s.remaining)
-                .arg(s.stock)
-                .ignore();
+            push_stock_guard(&mut pipe, product.as_str(), s.offset, s.remaining, s.stock);
         }
         for o in outcomes {
             let view = OutcomeView::from(o);
