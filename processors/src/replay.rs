@@ -54,12 +54,24 @@ impl Replayer {
         })
     }
 
-    /// The low and high watermarks of a partition.
-    pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), ReplayError> {
-        let marks = tokio::task::block_in_place(|| {
-            self.consumer.fetch_watermarks(topic, partition, self.wait)
-        })?;
-        Ok(marks)
+    /// The low and high watermarks of a partition, retried while the broker
+    /// is unreachable (bounded by the replay wait).
+    pub async fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), ReplayError> {
+        let deadline = tokio::time::Instant::now() + self.wait;
+        loop {
+            let marks = tokio::task::block_in_place(|| {
+                self.consumer
+                    .fetch_watermarks(topic, partition, Duration::from_secs(5))
+            });
+            match marks {
+                Ok(m) => return Ok(m),
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(topic, partition, error = %e, "watermarks unavailable; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Starts reading `[from, to)` of `topic`'s `partition`.
@@ -85,12 +97,19 @@ impl Replayer {
         if at >= to {
             return self.finish();
         }
+        // The wait bounds the time without progress; client errors (e.g. a
+        // broker restarting) are transient: librdkafka reconnects by itself.
+        let deadline = tokio::time::Instant::now() + self.wait;
         loop {
-            let received = tokio::time::timeout(self.wait, self.consumer.recv()).await;
+            let received = tokio::time::timeout_at(deadline, self.consumer.recv()).await;
             let message = match received {
                 Err(_) => return Err(ReplayError::Stalled { partition, at, to }),
                 Ok(Err(KafkaError::PartitionEOF(_))) => return self.finish(),
-                Ok(Err(e)) => return Err(e.into()),
+                Ok(Err(e)) => {
+                    tracing::warn!(partition, error = %e, "replay read error; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
                 Ok(Ok(m)) => m,
             };
             let offset = message.offset();

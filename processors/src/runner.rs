@@ -47,6 +47,8 @@ const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Flush produced records once this many await acknowledgement (memory bound).
 const PENDING_DELIVERIES_MAX: usize = 20_000;
+/// Attempts of a broker call (metadata, offsets) while the broker is away, 1 s apart.
+const BROKER_CALL_ATTEMPTS_MAX: u32 = 60;
 /// Retries of a produce refused because librdkafka's queue is full (5 ms apart).
 const QUEUE_FULL_RETRIES_MAX: u32 = 2_000;
 
@@ -76,6 +78,26 @@ pub enum RunError {
     /// A snapshot could not be read or written.
     #[error(transparent)]
     Snapshot(#[from] SnapshotStoreError),
+}
+
+/// Runs a blocking broker call, retrying while the broker is unreachable
+/// (a restart), a bounded number of times.
+async fn broker_call<T>(
+    what: &str,
+    mut call: impl FnMut() -> Result<T, KafkaError>,
+) -> Result<T, RunError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match tokio::task::block_in_place(&mut call) {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < BROKER_CALL_ATTEMPTS_MAX => {
+                tracing::warn!(attempt, error = %e, "{what} failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// A change of this member's partitions, in the order librdkafka reported it.
@@ -430,7 +452,7 @@ impl Runner {
     /// Runs until `cancel` fires or a fatal error. On cancel the batch in
     /// hand is finished (produced, acknowledged, committed) before return.
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), RunError> {
-        self.partition_count = self.fetch_partition_count()?;
+        self.partition_count = self.fetch_partition_count().await?;
         self.consumer
             .subscribe(&[&self.cfg.topics.requests_topic])?;
         tracing::info!(topic = %self.cfg.topics.requests_topic, partitions = self.partition_count, "processor subscribed");
@@ -449,12 +471,13 @@ impl Runner {
         Ok(())
     }
 
-    fn fetch_partition_count(&self) -> Result<i32, RunError> {
+    async fn fetch_partition_count(&self) -> Result<i32, RunError> {
         let topic = &self.cfg.topics.requests_topic;
-        let metadata = tokio::task::block_in_place(|| {
+        let metadata = broker_call("metadata", || {
             self.consumer
                 .fetch_metadata(Some(topic), BROKER_CALL_TIMEOUT)
-        })?;
+        })
+        .await?;
         let count = metadata
             .topics()
             .iter()
@@ -504,7 +527,7 @@ impl Runner {
                     }
                 }
                 Some(RebalanceEvent::Assigned(partitions)) => {
-                    self.partition_count = self.fetch_partition_count()?;
+                    self.partition_count = self.fetch_partition_count().await?;
                     for p in partitions {
                         self.restore(p, cancel).await?;
                     }
@@ -526,11 +549,12 @@ impl Runner {
     ) -> Result<(), RunError> {
         let started = Instant::now();
         let topic = self.cfg.topics.requests_topic.clone();
-        let (low, high) = tokio::task::block_in_place(|| {
+        let (low, high) = broker_call("watermarks", || {
             self.consumer
                 .fetch_watermarks(&topic, partition, BROKER_CALL_TIMEOUT)
-        })?;
-        let committed = self.committed_offset(partition)?;
+        })
+        .await?;
+        let committed = self.committed_offset(partition).await?;
         let to = committed.unwrap_or(low).clamp(low, high);
         let mut state = match self.snapshots.latest(partition).await? {
             Some(s) if (low..=high).contains(&s.next_offset) => {
@@ -585,12 +609,14 @@ impl Runner {
         Ok(())
     }
 
-    fn committed_offset(&self, partition: i32) -> Result<Option<i64>, RunError> {
+    async fn committed_offset(&self, partition: i32) -> Result<Option<i64>, RunError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.cfg.topics.requests_topic, partition);
-        let committed = tokio::task::block_in_place(|| {
-            self.consumer.committed_offsets(tpl, BROKER_CALL_TIMEOUT)
-        })?;
+        let committed = broker_call("committed offsets", || {
+            self.consumer
+                .committed_offsets(tpl.clone(), BROKER_CALL_TIMEOUT)
+        })
+        .await?;
         let offset = committed
             .find_partition(&self.cfg.topics.requests_topic, partition)
             .map(|e| e.offset());

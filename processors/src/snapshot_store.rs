@@ -119,7 +119,7 @@ impl SnapshotStore {
         &mut self,
         partition: i32,
     ) -> Result<Option<PartitionState>, SnapshotStoreError> {
-        let (low, high) = self.reader.watermarks(&self.topic, partition)?;
+        let (low, high) = self.reader.watermarks(&self.topic, partition).await?;
         let mut window = WINDOW_RECORDS_MIN;
         loop {
             let from = low.max(high - window);
