@@ -117,7 +117,8 @@ async fn insert_orders(
             .push_bind(o.source_partition)
             .push_bind(o.source_offset);
     });
-    q.push(" ON DUPLICATE KEY UPDATE order_id = order_id");
+    // Keyed by request ID (migration 0002): a repeat is the same order.
+    q.push(" ON DUPLICATE KEY UPDATE request_id = request_id");
     q.build().execute(&mut **tx).await?;
     Ok(())
 }
