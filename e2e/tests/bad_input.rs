@@ -26,10 +26,6 @@ async fn every_bad_input_gets_its_4xx_and_service_keeps_serving() {
     api.configure_sale(&product, 5, 5).await.unwrap();
     let path = format!("/api/v1/sales/{product}/purchases");
     let json = Some("application/json");
-    let huge = format!(
-        "{{\"user_id\":\"u\",\"quantity\":1,\"pad\":\"{}\"}}",
-        "x".repeat(64 * 1024)
-    );
     let cases: Vec<Case<'_>> = vec![
         (
             "malformed json",
@@ -122,15 +118,6 @@ async fn every_bad_input_gets_its_4xx_and_service_keeps_serving() {
             "invalid_id",
         ),
         (
-            "body too large",
-            Method::POST,
-            path.clone(),
-            json,
-            huge.into_bytes(),
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-        ),
-        (
             "not json content type",
             Method::POST,
             path.clone(),
@@ -196,6 +183,7 @@ async fn every_bad_input_gets_its_4xx_and_service_keeps_serving() {
             "{name}"
         );
     }
+    oversized_body_gets_413(&api, &path).await;
     let ok = api
         .purchase(&product, "after-bad-input", 1, None)
         .await
@@ -211,4 +199,35 @@ async fn every_bad_input_gets_its_4xx_and_service_keeps_serving() {
     assert_eq!(metrics.status(), StatusCode::OK);
     let text = metrics.text().await.unwrap();
     assert!(text.contains("flashsale_http_requests_total"), "{text}");
+}
+
+/// A body over the 16 KiB default limit gets 413 payload_too_large. The
+/// server answers as soon as it has read past the limit and does not read
+/// the rest, so a client still sending may see the connection reset before
+/// it reads the answer: a transport race, not an answer. Those attempts are
+/// retried (boundedly); every answer that does arrive must be the 413.
+async fn oversized_body_gets_413(api: &Api, path: &str) {
+    let huge = format!(
+        "{{\"user_id\":\"u\",\"quantity\":1,\"pad\":\"{}\"}}",
+        "x".repeat(17 * 1024)
+    );
+    let mut answer = None;
+    for _ in 0..20 {
+        let sent = api
+            .raw(
+                Method::POST,
+                path,
+                Some("application/json"),
+                huge.clone().into_bytes(),
+            )
+            .await;
+        if let Ok(a) = sent {
+            answer = Some(a);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let answer = answer.expect("the oversized body got an answer within 20 attempts");
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE, "{answer:?}");
+    assert_eq!(answer.error_code(), Some("payload_too_large"), "{answer:?}");
 }
