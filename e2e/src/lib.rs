@@ -9,6 +9,10 @@
 //! * `src/bin/demo.rs`: the demo flash sale behind `dev/demo`;
 //! * `tests/`: end-to-end tests run by `dev/test`.
 
+pub mod baseline;
+pub mod chaos;
+pub mod load;
+
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
