@@ -33,7 +33,10 @@ fn small() -> Scenario {
         mode: Mode::Closed { connections: 32 },
         timeout: Duration::from_secs(10),
         seed: 7,
-        settle_timeout: Duration::from_secs(30),
+        // Only a bound: settling returns as soon as the stores match the
+        // answers (seconds here). A loaded CI machine can hold the read
+        // model back for a while; that is lag, not a wrong answer.
+        settle_timeout: Duration::from_secs(90),
     }
 }
 

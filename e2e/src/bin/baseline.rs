@@ -15,7 +15,7 @@ use flashsale_e2e::baseline::{self, BaselineConfig, Strategy};
 
 /// Serves one baseline strategy over MariaDB/MySQL and Redis.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Which of the old design's strategies to run.
     #[arg(long, value_enum)]

@@ -23,7 +23,7 @@ use flashsale_e2e::{unique, Env};
 
 /// Benchmarks the old design's strategies against the pipeline.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Directory for results.json and results.svg.
     #[arg(long, default_value = "bench")]

@@ -20,7 +20,7 @@ use flashsale_e2e::unique;
 
 /// Load generator for flash-sale purchase APIs.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Base URL of the system under test.
     #[arg(
