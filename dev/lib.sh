@@ -199,8 +199,11 @@ fs_tansu_bin() {
   if [[ -n "${FLASHSALE_TANSU_BIN:-}" ]]; then printf '%s\n' "$FLASHSALE_TANSU_BIN"; return; fi
   local c
   for c in "$HOME/.cargo/bin/tansu" "$(command -v tansu 2>/dev/null || true)"; do
-    [[ -n "$c" && -x "$c" ]] && { printf '%s\n' "$c"; return; }
+    [[ -n "$c" && -x "$c" ]] && { printf '%s\n' "$c"; return 0; }
   done
+  # Not installed: print nothing, but succeed, so `bin=$(fs_tansu_bin)` does
+  # not end a `set -e` caller before it can install Tansu.
+  return 0
 }
 
 # ensure_tansu: install the pinned Tansu broker from crates.io when it is

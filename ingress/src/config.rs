@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
 use clap::Parser;
-use flashsale_schemas::config::{KafkaArgs, LogArgs, RegistryArgs, TopicArgs};
+use flashsale_schemas::config::{KafkaArgs, LogArgs, RegistryArgs, StoreArgs, TopicArgs};
 use flashsale_schemas::records::QUANTITY_MAX;
 
 /// `flashsale-ingress`: the HTTP front of the pipeline. Validates purchases
@@ -38,21 +38,9 @@ pub struct IngressConfig {
     /// endpoint every flashsale service can expose), host:port; none when unset.
     #[arg(long, env = "FLASHSALE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// MySQL/MariaDB read model (sales, stock, orders, outcomes tables), as a
-    /// mysql:// URL. Never migrated by the ingress.
-    #[arg(
-        long,
-        env = "FLASHSALE_MYSQL_URL",
-        default_value = "mysql://flashsale:flashsale@127.0.0.1:13306/flashsale"
-    )]
-    pub mysql_url: String,
-    /// Redis read model (stock hashes, outcome views), as a redis:// URL.
-    #[arg(
-        long,
-        env = "FLASHSALE_REDIS_URL",
-        default_value = "redis://127.0.0.1:16379/"
-    )]
-    pub redis_url: String,
+    /// The read models (only read: the ingress never migrates or writes them).
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// How long a request waits for its outcome before answering 202
     /// "pending", in milliseconds (1..=60000).
     #[arg(

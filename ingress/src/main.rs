@@ -55,7 +55,7 @@ async fn run(cfg: IngressConfig, shutdown: CancellationToken) -> anyhow::Result<
         Contract::register(&url, &topics)
     })
     .await?;
-    let read_model = StoreReadModel::connect_lazy(&cfg.mysql_url, &cfg.redis_url)?;
+    let read_model = StoreReadModel::connect_lazy(&cfg.store.mysql_url, &cfg.store.redis_url)?;
     let waiters = Waiters::new(cfg.pending_max, metrics.pending_waiters.clone());
     let listener = retry("outcome listener positioning", &shutdown, || async {
         tokio::task::block_in_place(|| {

@@ -7,7 +7,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
-use flashsale_schemas::{Outcome, Status};
+use flashsale_schemas::Outcome;
 
 /// Route label of requests that matched no route; a fixed value, so random
 /// URLs cannot grow the label set.
@@ -78,10 +78,7 @@ impl IngressMetrics {
 
     /// Counts an answer given from a decided outcome.
     pub fn count_outcome(&self, outcome: &Outcome) {
-        let status = match outcome.status {
-            Status::Accepted => "accepted",
-            Status::Rejected => "rejected",
-        };
+        let status = outcome.status.code();
         let reason = outcome.reason.map_or("", |r| r.code());
         self.outcomes.with_label_values(&[status, reason]).inc();
     }

@@ -9,12 +9,139 @@
 //! transactions: a duplicate emission is always an identical emission.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use rust_decimal::Decimal;
 
 use flashsale_schemas::records::QUANTITY_MAX;
 use flashsale_schemas::{
     ConfigureSale, OrderId, Outcome, OutcomeKind, ProductId, PurchaseRequest, RejectReason,
     Request, RequestId, SaleTerms, Status, UserId,
 };
+
+/// Hash maps keyed by IDs from the records. A fixed-seed hasher: fast on the
+/// short IDs, and deterministic (iteration order never reaches an outcome or
+/// a snapshot anyway: both sort or follow decision order).
+pub type IdMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// The dedupe memory's key: the 128-bit XXH3 hash of a request ID, so each
+/// remembered decision costs 16 bytes of key instead of the ID's string.
+/// XXH3-128 is specified bit for bit, so every instance and version computes
+/// the same key and snapshots stay valid; two distinct IDs collide with
+/// probability about 2^-128 per pair, far below any hardware error rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RequestKey(pub u128);
+
+impl RequestKey {
+    /// The key of a request ID.
+    pub fn of(id: &RequestId) -> Self {
+        Self(xxhash_rust::xxh3::xxh3_128(id.as_str().as_bytes()))
+    }
+}
+
+impl std::hash::Hash for RequestKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Already a uniform hash: hand its low half to the map as is.
+        state.write_u64(self.0 as u64);
+    }
+}
+
+/// A hasher that passes a [`RequestKey`]'s bits through unchanged.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by RequestKey; fold anything else in.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// One remembered decision: everything needed to rebuild its outcome byte
+/// for byte when the same request ID comes again, without the request ID
+/// (the repeat carries it) or the partition (a state belongs to one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The product decided on.
+    pub product_id: ProductId,
+    /// The buyer, for purchases.
+    pub user_id: Option<UserId>,
+    /// Which input it answered.
+    pub kind: OutcomeKind,
+    /// Whether it took effect.
+    pub status: Status,
+    /// Why not, when rejected.
+    pub reason: Option<RejectReason>,
+    /// Units requested.
+    pub quantity: i32,
+    /// The user's units of the product after the decision.
+    pub user_total: i32,
+    /// Unit price, for accepted purchases.
+    pub unit_price: Option<Decimal>,
+    /// Units left after the decision.
+    pub remaining: i64,
+    /// Total units after the decision.
+    pub stock: i64,
+    /// Terms in force, for sale commands (rare: boxed to keep entries small).
+    pub sale: Option<Box<SaleTerms>>,
+    /// Offset of the input decided; the order ID derives from it.
+    pub source_offset: i64,
+    /// The input's own time (UTC ms).
+    pub decided_at_ms: i64,
+}
+
+impl Decision {
+    /// What to remember of an outcome.
+    pub fn of(o: &Outcome) -> Self {
+        Self {
+            product_id: o.product_id.clone(),
+            user_id: o.user_id.clone(),
+            kind: o.kind,
+            status: o.status,
+            reason: o.reason,
+            quantity: o.quantity,
+            user_total: o.user_total,
+            unit_price: o.unit_price,
+            remaining: o.remaining,
+            stock: o.stock,
+            sale: o.sale.clone().map(Box::new),
+            source_offset: o.source_offset,
+            decided_at_ms: o.decided_at_ms,
+        }
+    }
+
+    /// The outcome this decision produced for `request_id` on `partition`.
+    pub fn outcome(&self, request_id: &RequestId, partition: i32) -> Outcome {
+        let accepted_purchase =
+            self.kind == OutcomeKind::Purchase && self.status == Status::Accepted;
+        Outcome {
+            request_id: request_id.clone(),
+            product_id: self.product_id.clone(),
+            kind: self.kind,
+            status: self.status,
+            reason: self.reason,
+            user_id: self.user_id.clone(),
+            quantity: self.quantity,
+            order_id: accepted_purchase.then(|| OrderId::for_input(partition, self.source_offset)),
+            unit_price: self.unit_price,
+            remaining: self.remaining,
+            stock: self.stock,
+            user_total: self.user_total,
+            sale: self.sale.as_deref().cloned(),
+            source_partition: partition,
+            source_offset: self.source_offset,
+            decided_at_ms: self.decided_at_ms,
+        }
+    }
+}
 
 /// How long and how many decided request IDs a partition remembers, so a
 /// repeated request ID gets its original answer. Part of the deterministic
@@ -45,7 +172,7 @@ pub struct Sale {
     /// Units sold so far; never above `terms.stock`.
     pub sold: i64,
     /// Units sold per user, for per-user limits.
-    pub per_user: HashMap<UserId, i32>,
+    pub per_user: IdMap<UserId, i32>,
 }
 
 impl Sale {
@@ -63,11 +190,12 @@ impl Sale {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionState {
     /// Sales of the products whose keys hash to this partition.
-    pub sales: HashMap<ProductId, Sale>,
-    /// Decided request IDs and their outcomes.
-    pub decided: HashMap<RequestId, Outcome>,
-    /// Decided request IDs in decision order, for deterministic eviction.
-    pub decided_order: VecDeque<(i64, RequestId)>,
+    pub sales: IdMap<ProductId, Sale>,
+    /// Decided request IDs (by key) and what was decided.
+    pub decided: HashMap<RequestKey, Decision, BuildHasherDefault<KeyHasher>>,
+    /// Decided request keys in decision order, with their decision times,
+    /// for deterministic eviction.
+    pub decided_order: VecDeque<(i64, RequestKey)>,
     /// Newest record time seen (UTC ms): the partition's clock.
     pub clock_ms: i64,
     /// Offset of the next input record this state expects (0 for a new partition).
@@ -95,14 +223,15 @@ impl PartitionState {
             self.next_offset
         );
         self.next_offset = at.offset + 1;
-        if let Some(previous) = self.decided.get(request.request_id()) {
-            return previous.clone();
+        let key = RequestKey::of(request.request_id());
+        if let Some(previous) = self.decided.get(&key) {
+            return previous.outcome(request.request_id(), at.partition);
         }
         let outcome = match request {
             Request::Purchase(p) => self.purchase(at, p),
             Request::ConfigureSale(c) => self.configure(at, c),
         };
-        self.remember(&outcome, limits);
+        self.remember(key, &outcome, limits);
         outcome
     }
 
@@ -184,7 +313,7 @@ impl PartitionState {
                 .or_insert_with(|| Sale {
                     terms: c.terms.clone(),
                     sold: 0,
-                    per_user: HashMap::new(),
+                    per_user: IdMap::default(),
                 });
             sale.terms = c.terms.clone();
         } else {
@@ -202,12 +331,10 @@ impl PartitionState {
     /// Records a decision for idempotent replies, then forgets what the
     /// limits say to forget, oldest first. Driven only by record times and
     /// counts, so eviction is the same on every replay.
-    fn remember(&mut self, outcome: &Outcome, limits: DedupeLimits) {
+    fn remember(&mut self, key: RequestKey, outcome: &Outcome, limits: DedupeLimits) {
         self.clock_ms = self.clock_ms.max(outcome.decided_at_ms);
-        self.decided
-            .insert(outcome.request_id.clone(), outcome.clone());
-        self.decided_order
-            .push_back((outcome.decided_at_ms, outcome.request_id.clone()));
+        self.decided.insert(key, Decision::of(outcome));
+        self.decided_order.push_back((outcome.decided_at_ms, key));
         let horizon_ms = self.clock_ms.saturating_sub(limits.window_ms);
         while let Some((time_ms, id)) = self.decided_order.front() {
             let too_many = self.decided_order.len() > limits.entries_max;

@@ -32,7 +32,7 @@ use flashsale_schemas::avro::ContractError;
 use flashsale_schemas::kafka::{collect_batch, group_consumer_config, producer_config};
 use flashsale_schemas::records::DeadLetterReason;
 use flashsale_schemas::registry::Contract;
-use flashsale_schemas::{DeadLetter, Outcome, OutcomeKind, Status};
+use flashsale_schemas::{DeadLetter, Outcome};
 
 use crate::classify::{classify, Classified, ClassifyError, RawRecord};
 use crate::config::ProcessorConfig;
@@ -202,14 +202,7 @@ impl Emitter {
             .key(o.product_id.as_str())
             .payload(payload.as_slice());
         self.enqueue(record).await?;
-        let kind = match o.kind {
-            OutcomeKind::Purchase => "purchase",
-            OutcomeKind::SaleConfigured => "sale_configured",
-        };
-        let status = match o.status {
-            Status::Accepted => "accepted",
-            Status::Rejected => "rejected",
-        };
+        let (kind, status) = (o.kind.code(), o.status.code());
         let reason = o.reason.map_or("", |r| r.code());
         self.metrics
             .decisions

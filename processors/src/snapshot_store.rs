@@ -19,7 +19,7 @@ use flashsale_schemas::SnapshotChunk;
 
 use crate::core::PartitionState;
 use crate::replay::{ReplayError, Replayer};
-use crate::snapshot::{self, ENCODING};
+use crate::snapshot::{self, ENCODING, ENCODINGS_READ};
 
 /// First tail window read when looking for a snapshot, in records.
 const WINDOW_RECORDS_MIN: i64 = 64;
@@ -150,7 +150,7 @@ impl SnapshotStore {
                 Ok(c)
                     if c.source_partition == partition
                         && c.source_topic == self.requests_topic
-                        && c.encoding == ENCODING =>
+                        && ENCODINGS_READ.contains(&c.encoding.as_str()) =>
                 {
                     chunks.push(c)
                 }

@@ -3,7 +3,7 @@
 //! inputs can oversell, break a per-user limit, decide a request ID twice,
 //! or decide differently on replay.
 
-use flashsale_processors::core::{DedupeLimits, PartitionState, Position};
+use flashsale_processors::core::{DedupeLimits, PartitionState, Position, RequestKey};
 use flashsale_schemas::{
     ConfigureSale, Outcome, ProductId, PurchaseRequest, RejectReason, Request, RequestId,
     SaleTerms, Status, UserId,
@@ -175,7 +175,7 @@ fn dedupe_memory_is_bounded() {
     assert_eq!(state.decided.len(), 3);
     assert!(!state
         .decided
-        .contains_key(&RequestId::parse("cfg-p-100-100").unwrap()));
+        .contains_key(&RequestKey::of(&RequestId::parse("cfg-p-100-100").unwrap())));
 }
 
 fn arb_input() -> impl Strategy<Value = Request> {

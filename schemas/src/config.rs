@@ -70,6 +70,27 @@ pub struct RegistryArgs {
     pub schema_registry_url: String,
 }
 
+/// Where the read models live: MySQL/MariaDB (sales, stock, orders,
+/// outcomes tables) and Redis (stock hashes, outcome views). The sinks write
+/// them, the ingress and `flashsale-admin` read them.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// MySQL/MariaDB read model, as a mysql:// URL.
+    #[arg(
+        long,
+        env = "FLASHSALE_MYSQL_URL",
+        default_value = "mysql://flashsale:flashsale@127.0.0.1:13306/flashsale"
+    )]
+    pub mysql_url: String,
+    /// Redis read model, as a redis:// URL.
+    #[arg(
+        long,
+        env = "FLASHSALE_REDIS_URL",
+        default_value = "redis://127.0.0.1:16379/"
+    )]
+    pub redis_url: String,
+}
+
 /// Logging settings.
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {

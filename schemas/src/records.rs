@@ -145,6 +145,26 @@ pub enum Status {
     Rejected,
 }
 
+impl OutcomeKind {
+    /// The stable lower-case code shown by the HTTP API, views and metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            OutcomeKind::Purchase => "purchase",
+            OutcomeKind::SaleConfigured => "sale_configured",
+        }
+    }
+}
+
+impl Status {
+    /// The stable lower-case code shown by the HTTP API, views and metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            Status::Accepted => "accepted",
+            Status::Rejected => "rejected",
+        }
+    }
+}
+
 /// Stable rejection codes (lower-case in JSON, upper-case in Avro).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RejectReason {

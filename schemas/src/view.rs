@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::records::{Outcome, OutcomeKind, Status};
+use crate::records::Outcome;
 
 /// A decision as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,16 +43,8 @@ impl From<&Outcome> for OutcomeView {
         Self {
             request_id: o.request_id.to_string(),
             product_id: o.product_id.to_string(),
-            kind: match o.kind {
-                OutcomeKind::Purchase => "purchase",
-                OutcomeKind::SaleConfigured => "sale_configured",
-            }
-            .to_owned(),
-            status: match o.status {
-                Status::Accepted => "accepted",
-                Status::Rejected => "rejected",
-            }
-            .to_owned(),
+            kind: o.kind.code().to_owned(),
+            status: o.status.code().to_owned(),
             reason: o.reason.map(|r| r.code().to_owned()),
             user_id: o.user_id.as_ref().map(ToString::to_string),
             quantity: o.quantity,

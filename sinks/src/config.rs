@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::{Parser, ValueEnum};
-use flashsale_schemas::config::{KafkaArgs, LogArgs, RegistryArgs, TopicArgs};
+use flashsale_schemas::config::{KafkaArgs, LogArgs, RegistryArgs, StoreArgs, TopicArgs};
 
 /// Which read model a sink worker keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -43,20 +43,9 @@ pub struct SinkConfig {
     /// store share it and split the partitions.
     #[arg(long, env = "FLASHSALE_SINK_GROUP")]
     pub group_id: Option<String>,
-    /// MySQL/MariaDB URL.
-    #[arg(
-        long,
-        env = "FLASHSALE_MYSQL_URL",
-        default_value = "mysql://flashsale:flashsale@127.0.0.1:13306/flashsale"
-    )]
-    pub mysql_url: String,
-    /// Redis URL.
-    #[arg(
-        long,
-        env = "FLASHSALE_REDIS_URL",
-        default_value = "redis://127.0.0.1:16379/"
-    )]
-    pub redis_url: String,
+    /// The read models; a worker writes the one `--store` names.
+    #[command(flatten)]
+    pub stores: StoreArgs,
     /// How long Redis keeps the outcome of a request ID, in seconds.
     #[arg(long, env = "FLASHSALE_OUTCOME_TTL_S", default_value_t = 86_400)]
     pub outcome_ttl_s: u64,

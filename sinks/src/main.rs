@@ -48,12 +48,12 @@ async fn run(cfg: SinkConfig, shutdown: CancellationToken) -> anyhow::Result<()>
     let contract = retry("schema registration", || Contract::register(&url, &topics)).await?;
     let store = match cfg.store {
         StoreKind::Mysql => {
-            let store = MysqlStore::connect_lazy(&cfg.mysql_url)?;
+            let store = MysqlStore::connect_lazy(&cfg.stores.mysql_url)?;
             retry("mysql migrations", || store.migrate()).await?;
             Store::Mysql(store)
         }
         StoreKind::Redis => {
-            let (url, ttl) = (cfg.redis_url.clone(), cfg.outcome_ttl_s);
+            let (url, ttl) = (cfg.stores.redis_url.clone(), cfg.outcome_ttl_s);
             Store::Redis(retry("redis connection", || RedisStore::connect(&url, ttl)).await?)
         }
     };

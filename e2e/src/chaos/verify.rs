@@ -464,10 +464,7 @@ fn describe_log(o: &Outcome) -> String {
 }
 
 fn matches(d: &Decision, o: &Outcome) -> bool {
-    let status = match o.status {
-        Status::Accepted => "accepted",
-        Status::Rejected => "rejected",
-    };
+    let status = o.status.code();
     o.kind == OutcomeKind::Purchase
         && d.status == status
         && d.reason.as_deref() == o.reason.map(|r| r.code())

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use flashsale_schemas::config::{KafkaArgs, LogArgs, RegistryArgs, TopicArgs};
+use flashsale_schemas::config::{KafkaArgs, LogArgs, RegistryArgs, StoreArgs, TopicArgs};
 use flashsale_schemas::runtime::init_tracing;
 
 /// Operator commands for a flashsale deployment.
@@ -19,20 +19,8 @@ struct Cli {
     registry: RegistryArgs,
     #[command(flatten)]
     log: LogArgs,
-    /// MySQL/MariaDB URL of the read model.
-    #[arg(
-        long,
-        env = "FLASHSALE_MYSQL_URL",
-        default_value = "mysql://flashsale:flashsale@127.0.0.1:13306/flashsale"
-    )]
-    mysql_url: String,
-    /// Redis URL of the read model.
-    #[arg(
-        long,
-        env = "FLASHSALE_REDIS_URL",
-        default_value = "redis://127.0.0.1:16379/"
-    )]
-    redis_url: String,
+    #[command(flatten)]
+    stores: StoreArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -101,10 +89,11 @@ async fn main() -> ExitCode {
 async fn stores(cli: &Cli) -> anyhow::Result<(sqlx::MySqlPool, redis::aio::ConnectionManager)> {
     let pool = sqlx::mysql::MySqlPoolOptions::new()
         .max_connections(2)
-        .connect(&cli.mysql_url)
+        .connect(&cli.stores.mysql_url)
         .await?;
     let redis =
-        redis::aio::ConnectionManager::new(redis::Client::open(cli.redis_url.as_str())?).await?;
+        redis::aio::ConnectionManager::new(redis::Client::open(cli.stores.redis_url.as_str())?)
+            .await?;
     Ok((pool, redis))
 }
 
