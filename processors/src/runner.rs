@@ -2,11 +2,14 @@
 //!
 //! Delivery guarantee: **at-least-once emission, exactly-once effect.** For
 //! each batch: poll records, decide them in log order, produce one outcome
-//! (or one dead letter) per record, wait until the broker has acknowledged
-//! every one (`acks=all`, idempotent producer), and only then commit the
-//! input offsets. A crash between produce and commit re-decides the tail on
-//! restart; because [`crate::core`] is deterministic, the re-emitted outcomes
-//! are identical and every consumer treats them as no-ops.
+//! (or one dead letter) per record; a batch's input offsets are committed
+//! only once the broker has acknowledged every record of that batch and of
+//! every older one (`acks=all`, idempotent producer). Up to
+//! [`INFLIGHT_BATCHES_MAX`] batches await acknowledgement while the next is
+//! decided, so deciding overlaps the broker's round trip; commits still
+//! follow log order. A crash between produce and commit re-decides the tail
+//! on restart; because [`crate::core`] is deterministic, the re-emitted
+//! outcomes are identical and every consumer treats them as no-ops.
 //!
 //! Single writer: a partition's state exists only between its assignment and
 //! its revocation. On assignment, before deciding anything, the state is
@@ -19,6 +22,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -47,6 +51,10 @@ const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Flush produced records once this many await acknowledgement (memory bound).
 const PENDING_DELIVERIES_MAX: usize = 20_000;
+/// Decided batches awaiting the broker's acknowledgement while the next one
+/// is decided. Bounds memory (with the batch size) and the work a crash
+/// makes the next owner re-decide; commits wait for the oldest batch.
+pub const INFLIGHT_BATCHES_MAX: usize = 4;
 /// Attempts of a broker call (metadata, offsets) while the broker is away, 1 s apart.
 const BROKER_CALL_ATTEMPTS_MAX: u32 = 60;
 /// Retries of a produce refused because librdkafka's queue is full (5 ms apart).
@@ -167,10 +175,32 @@ struct Emitter {
     outcomes_topic: String,
     /// Where refused records go.
     dead_letter_topic: String,
-    /// Produced but not yet acknowledged.
+    /// Produced for the batch being decided, not yet acknowledged.
     pending: Vec<DeliveryFuture>,
+    /// Sealed batches awaiting acknowledgement, oldest first.
+    inflight: VecDeque<InFlight>,
     /// Counters.
     metrics: ProcessorMetrics,
+}
+
+/// A decided batch whose records the broker has not all acknowledged yet,
+/// and the input offsets to commit once it has.
+struct InFlight {
+    /// Deliveries not yet seen to complete.
+    deliveries: Vec<DeliveryFuture>,
+    /// Next offsets of the batch's partitions.
+    commits: TopicPartitionList,
+}
+
+/// A delivery's result as a loop error.
+fn delivered(
+    result: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+) -> Result<(), RunError> {
+    match result {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(RunError::Delivery(e.to_string())),
+        Err(_) => Err(RunError::Delivery("delivery report dropped".into())),
+    }
 }
 
 impl Emitter {
@@ -236,16 +266,58 @@ impl Emitter {
         Ok(())
     }
 
-    /// Waits until every produced record is acknowledged by the broker.
+    /// Waits until every record of the batch being decided is acknowledged.
     async fn flush(&mut self) -> Result<(), RunError> {
         for delivery in self.pending.drain(..) {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(RunError::Delivery(e.to_string())),
-                Err(_) => return Err(RunError::Delivery("delivery report dropped".into())),
-            }
+            delivered(delivery.await)?;
         }
         Ok(())
+    }
+
+    /// Seals what was produced since the last seal as one in-flight batch
+    /// whose input offsets are `commits`.
+    fn seal(&mut self, commits: TopicPartitionList) {
+        let deliveries = std::mem::take(&mut self.pending);
+        self.inflight.push_back(InFlight {
+            deliveries,
+            commits,
+        });
+    }
+
+    /// The commit lists of the oldest in-flight batches that are fully
+    /// acknowledged, oldest first. Waits for the oldest batches while more
+    /// than `keep_max` are in flight (0: wait for all).
+    async fn settle(&mut self, keep_max: usize) -> Result<Vec<TopicPartitionList>, RunError> {
+        let mut settled = Vec::new();
+        loop {
+            let must_wait = self.inflight.len() > keep_max;
+            let Some(front) = self.inflight.front_mut() else {
+                break;
+            };
+            if must_wait {
+                for delivery in front.deliveries.drain(..) {
+                    delivered(delivery.await)?;
+                }
+            } else {
+                let mut i = 0;
+                while i < front.deliveries.len() {
+                    match (&mut front.deliveries[i]).now_or_never() {
+                        Some(result) => {
+                            delivered(result)?;
+                            drop(front.deliveries.swap_remove(i));
+                        }
+                        None => i += 1,
+                    }
+                }
+                if !front.deliveries.is_empty() {
+                    break;
+                }
+            }
+            if let Some(batch) = self.inflight.pop_front() {
+                settled.push(batch.commits);
+            }
+        }
+        Ok(settled)
     }
 }
 
@@ -425,6 +497,7 @@ impl Runner {
             outcomes_topic: cfg.topics.outcomes_topic.clone(),
             dead_letter_topic: cfg.topics.dead_letter_topic.clone(),
             pending: Vec::new(),
+            inflight: VecDeque::new(),
             metrics: metrics.clone(),
         };
         Ok(Self {
@@ -454,12 +527,19 @@ impl Runner {
                 _ = cancel.cancelled() => break,
                 batch = self.collect_batch() => batch,
             };
-            self.handle_events(&cancel).await?;
+            if self.events_pending() {
+                // Partitions change hands only with nothing in flight.
+                self.commit_settled(0, CommitMode::Async).await?;
+                self.handle_events(&cancel).await?;
+            }
             if !batch.is_empty() {
                 self.process_batch(&batch, &cancel).await?;
             }
+            self.commit_settled(INFLIGHT_BATCHES_MAX, CommitMode::Async)
+                .await?;
         }
         self.emitter.flush().await?;
+        self.commit_settled(0, CommitMode::Sync).await?;
         tracing::info!("processor stopped");
         Ok(())
     }
@@ -619,8 +699,9 @@ impl Runner {
         })
     }
 
-    /// Decides a batch in log order per partition, produces the outcomes,
-    /// waits for their acknowledgement, then commits the input offsets.
+    /// Decides a batch in log order per partition, produces the outcomes and
+    /// seals them as an in-flight batch; its input offsets are committed by
+    /// [`Runner::commit_settled`] once it and every older batch are acknowledged.
     async fn process_batch(
         &mut self,
         batch: &[OwnedMessage],
@@ -648,13 +729,21 @@ impl Runner {
             result?;
             commits.add_partition_offset(&topic, partition, Offset::Offset(next))?;
         }
-        self.emitter.flush().await?;
-        if commits.count() > 0 {
-            // Async commits are sent in order; a lost one is covered by the
-            // next. At-least-once holds because outcomes are acked already.
-            self.consumer.commit(&commits, CommitMode::Async)?;
-        }
+        self.emitter.seal(commits);
         self.snapshot_if_due(&counts).await
+    }
+
+    /// Commits the input offsets of every in-flight batch that is fully
+    /// acknowledged, in log order, waiting while more than `keep_max` are in
+    /// flight. Async commits are sent in order and a lost one is covered by
+    /// the next; at-least-once holds because the outcomes are acknowledged.
+    async fn commit_settled(&mut self, keep_max: usize, mode: CommitMode) -> Result<(), RunError> {
+        for commits in self.emitter.settle(keep_max).await? {
+            if commits.count() > 0 {
+                self.consumer.commit(&commits, mode)?;
+            }
+        }
+        Ok(())
     }
 
     /// Snapshots every partition that is due, after its outcomes were
@@ -673,6 +762,11 @@ impl Runner {
                 continue;
             }
             *due = (0, Instant::now());
+            if !self.partitions.contains_key(partition) {
+                continue;
+            }
+            // A snapshot must never cover an unacknowledged outcome.
+            self.commit_settled(0, CommitMode::Async).await?;
             let Some(state) = self.partitions.get(partition) else {
                 continue;
             };

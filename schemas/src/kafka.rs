@@ -109,3 +109,51 @@ pub async fn collect_batch<C: rdkafka::consumer::ConsumerContext + 'static>(
     }
     batch
 }
+
+/// Consumer context for group members that act on records only (sinks,
+/// listeners): logs every change of assignment and every failed offset
+/// commit, so an operator can see which member owns what and when.
+#[derive(Debug, Clone, Default)]
+pub struct LoggingContext {
+    /// Names the member in the logs.
+    pub member: String,
+}
+
+impl rdkafka::ClientContext for LoggingContext {}
+
+impl rdkafka::consumer::ConsumerContext for LoggingContext {
+    fn post_rebalance(
+        &self,
+        _: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        use rdkafka::consumer::Rebalance;
+        let partitions = |tpl: &rdkafka::TopicPartitionList| -> Vec<(String, i32)> {
+            tpl.elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect()
+        };
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(member = %self.member, partitions = ?partitions(tpl), "partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(member = %self.member, partitions = ?partitions(tpl), "partitions revoked")
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(member = %self.member, error = %e, "rebalance error")
+            }
+        }
+    }
+
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _: &rdkafka::TopicPartitionList,
+    ) {
+        if let Err(e) = result {
+            tracing::warn!(member = %self.member, error = %e, "offset commit failed");
+        }
+    }
+}

@@ -16,7 +16,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use flashsale_schemas::kafka::{collect_batch, group_consumer_config};
+use flashsale_schemas::kafka::{collect_batch, group_consumer_config, LoggingContext};
 use flashsale_schemas::registry::{Contract, DecodeError};
 use flashsale_schemas::Outcome;
 
@@ -71,7 +71,7 @@ pub struct SinkRunner {
     /// Decodes outcomes.
     contract: Contract,
     /// Group member on the outcomes topic.
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<LoggingContext>,
     /// Where outcomes go.
     store: Store,
     /// Counters.
@@ -86,8 +86,12 @@ impl SinkRunner {
         store: Store,
         metrics: SinkMetrics,
     ) -> Result<Self, SinkError> {
-        let consumer: StreamConsumer =
-            group_consumer_config(&cfg.kafka.brokers, &cfg.group(), &cfg.instance()).create()?;
+        let context = LoggingContext {
+            member: cfg.instance(),
+        };
+        let consumer: StreamConsumer<LoggingContext> =
+            group_consumer_config(&cfg.kafka.brokers, &cfg.group(), &cfg.instance())
+                .create_with_context(context)?;
         Ok(Self {
             cfg,
             contract,
