@@ -86,7 +86,6 @@ fn assert_not_oversold(r: &ScenarioResult) {
 /// every stored unit was answered accepted and vice versa (no lost or
 /// phantom orders), since all answers arrive within the timeout here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet validated in a clean-clone CI run (the pipeline case once saw the read model lag its wait under heavy load). Run: cargo test -p flashsale-e2e --test bench_correctness -- --ignored"]
 async fn baselines_never_oversell() {
     let env = Env::from_env();
     let config = BaselineConfig::for_env(&env);
@@ -116,7 +115,6 @@ async fn baselines_never_oversell() {
 /// total stock while no product is above its own stock), and none is
 /// oversold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet validated in a clean-clone CI run (the pipeline case once saw the read model lag its wait under heavy load). Run: cargo test -p flashsale-e2e --test bench_correctness -- --ignored"]
 async fn pipeline_sells_exactly_its_stock() {
     let env = Env::from_env();
     let system = System::pipeline(&env.ingress_url, env.mysql().await.unwrap());

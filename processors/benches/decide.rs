@@ -23,6 +23,10 @@ use flashsale_schemas::{
 };
 use rust_decimal::Decimal;
 
+/// The allocator the processor binary runs with (see its `main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Products in the partition.
 const PRODUCTS: usize = 128;
 /// The hottest products are sold out (stock 0).

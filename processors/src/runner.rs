@@ -33,7 +33,9 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use flashsale_schemas::avro::ContractError;
-use flashsale_schemas::kafka::{collect_batch, group_consumer_config, producer_config};
+use flashsale_schemas::kafka::{
+    collect_batch, group_consumer_config, producer_config, rejoin, StallWatch,
+};
 use flashsale_schemas::records::DeadLetterReason;
 use flashsale_schemas::registry::Contract;
 use flashsale_schemas::{DeadLetter, Outcome};
@@ -194,7 +196,10 @@ struct InFlight {
 
 /// A delivery's result as a loop error.
 fn delivered(
-    result: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+    result: Result<
+        rdkafka::producer::future_producer::OwnedDeliveryResult,
+        futures::channel::oneshot::Canceled,
+    >,
 ) -> Result<(), RunError> {
     match result {
         Ok(Ok(_)) => Ok(()),
@@ -455,6 +460,8 @@ pub struct Runner {
     snapshot_due: HashMap<i32, (u64, Instant)>,
     /// Counters.
     metrics: ProcessorMetrics,
+    /// Rejoins the group when it stalled with this member idle.
+    stall_watch: Option<StallWatch>,
 }
 
 impl Runner {
@@ -465,6 +472,7 @@ impl Runner {
         metrics: ProcessorMetrics,
     ) -> Result<Self, RunError> {
         let instance = cfg.instance();
+        let cfg_stall_watch = cfg.kafka.stall_watch(&cfg.topics.requests_topic);
         let events = Arc::new(Mutex::new(VecDeque::new()));
         let context = GroupContext {
             topic: cfg.topics.requests_topic.clone(),
@@ -512,6 +520,7 @@ impl Runner {
             snapshots,
             snapshot_due: HashMap::new(),
             metrics,
+            stall_watch: cfg_stall_watch,
         })
     }
 
@@ -537,10 +546,23 @@ impl Runner {
             }
             self.commit_settled(INFLIGHT_BATCHES_MAX, CommitMode::Async)
                 .await?;
+            self.rejoin_if_stalled()?;
         }
         self.emitter.flush().await?;
         self.commit_settled(0, CommitMode::Sync).await?;
         tracing::info!("processor stopped");
+        Ok(())
+    }
+
+    /// Leaves and rejoins the group when [`StallWatch`] says it stalled.
+    fn rejoin_if_stalled(&mut self) -> Result<(), RunError> {
+        let Some(watch) = self.stall_watch.as_mut() else {
+            return Ok(());
+        };
+        let consumer = &self.consumer;
+        if tokio::task::block_in_place(|| watch.stalled(consumer)) {
+            rejoin(consumer, &self.cfg.topics.requests_topic)?;
+        }
         Ok(())
     }
 

@@ -10,6 +10,22 @@ pub struct KafkaArgs {
     /// Bootstrap brokers, comma-separated host:port.
     #[arg(long, env = "FLASHSALE_BROKERS", default_value = "127.0.0.1:19092")]
     pub brokers: String,
+    /// Group members (processors, sinks) that own no partition leave and
+    /// rejoin their group when a partition has had lag and no committed
+    /// progress for this many seconds (0: never). Repairs a rebalance that
+    /// left partitions unowned (seen with the dev broker); see
+    /// `flashsale_schemas::kafka::StallWatch`.
+    #[arg(long, env = "FLASHSALE_GROUP_STALL_S", default_value_t = 20)]
+    pub group_stall_s: u64,
+}
+
+impl KafkaArgs {
+    /// The stall watch for a member subscribed to `topic`, if enabled.
+    pub fn stall_watch(&self, topic: &str) -> Option<crate::kafka::StallWatch> {
+        (self.group_stall_s > 0).then(|| {
+            crate::kafka::StallWatch::new(topic, std::time::Duration::from_secs(self.group_stall_s))
+        })
+    }
 }
 
 /// The topics of the pipeline.

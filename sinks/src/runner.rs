@@ -16,7 +16,9 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use flashsale_schemas::kafka::{collect_batch, group_consumer_config, LoggingContext};
+use flashsale_schemas::kafka::{
+    collect_batch, group_consumer_config, rejoin, LoggingContext, StallWatch,
+};
 use flashsale_schemas::registry::{Contract, DecodeError};
 use flashsale_schemas::Outcome;
 
@@ -76,6 +78,8 @@ pub struct SinkRunner {
     store: Store,
     /// Counters.
     metrics: SinkMetrics,
+    /// Rejoins the group when it stalled with this worker idle.
+    stall_watch: Option<StallWatch>,
 }
 
 impl SinkRunner {
@@ -86,6 +90,7 @@ impl SinkRunner {
         store: Store,
         metrics: SinkMetrics,
     ) -> Result<Self, SinkError> {
+        let stall_watch = cfg.kafka.stall_watch(&cfg.topics.outcomes_topic);
         let context = LoggingContext {
             member: cfg.instance(),
         };
@@ -98,12 +103,13 @@ impl SinkRunner {
             consumer,
             store,
             metrics,
+            stall_watch,
         })
     }
 
     /// Runs until `cancel` fires. A batch interrupted by shutdown is not
     /// committed, so the next owner writes it again (harmlessly).
-    pub async fn run(self, cancel: CancellationToken) -> Result<(), SinkError> {
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), SinkError> {
         self.consumer
             .subscribe(&[&self.cfg.topics.outcomes_topic])?;
         tracing::info!(store = self.store.name(), group = %self.cfg.group(), "sink subscribed");
@@ -119,6 +125,7 @@ impl SinkRunner {
                 ) => b,
             };
             if batch.is_empty() {
+                self.rejoin_if_stalled()?;
                 continue;
             }
             let Some(outcomes) = self.decode(&batch, &cancel).await else {
@@ -130,6 +137,18 @@ impl SinkRunner {
             self.commit(&batch)?;
         }
         tracing::info!(store = self.store.name(), "sink stopped");
+        Ok(())
+    }
+
+    /// Leaves and rejoins the group when [`StallWatch`] says it stalled.
+    fn rejoin_if_stalled(&mut self) -> Result<(), SinkError> {
+        let Some(watch) = self.stall_watch.as_mut() else {
+            return Ok(());
+        };
+        let consumer = &self.consumer;
+        if tokio::task::block_in_place(|| watch.stalled(consumer)) {
+            rejoin(consumer, &self.cfg.topics.outcomes_topic)?;
+        }
         Ok(())
     }
 
