@@ -283,6 +283,25 @@ pub async fn read_model(
     })
 }
 
+/// Waits up to `timeout` for the product's read models to satisfy
+/// `settled` (the sinks apply outcomes asynchronously). Returns whether they
+/// did, and the last read, for the assertion message.
+pub async fn await_read_model(
+    pool: &MySqlPool,
+    redis: &ConnectionManager,
+    product: &str,
+    timeout: Duration,
+    settled: impl Fn(&ReadModel) -> bool,
+) -> (bool, anyhow::Result<ReadModel>) {
+    let settled = &settled;
+    let done = eventually(timeout, || {
+        let (pool, mut redis) = (pool.clone(), redis.clone());
+        async move { Ok(settled(&read_model(&pool, &mut redis, product).await?)) }
+    })
+    .await;
+    (done, read_model(pool, &mut redis.clone(), product).await)
+}
+
 /// Kafka helpers for tests that bypass the ingress, as external producers do.
 pub mod kafka {
     use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use flashsale_e2e::{eventually, product_on_partition, read_model, unique, Api, Env};
+use flashsale_e2e::{await_read_model, eventually, product_on_partition, unique, Api, Env};
 use futures::future::join_all;
 use reqwest::StatusCode;
 
@@ -53,19 +53,12 @@ async fn hundred_buyers_ten_items_exactly_ten_accepted() {
     assert_eq!((accepted, sold_out), (10, 90));
 
     let pool = env.mysql().await.unwrap();
-    let mut redis = env.redis().await.unwrap();
-    let settled =
-        eventually(PROJECTION_LAG_MAX, || {
-            let (pool, mut redis, product) = (pool.clone(), redis.clone(), product.clone());
-            async move {
-                let m = read_model(&pool, &mut redis, &product).await?;
-                Ok(m.mysql_orders == 10
-                    && m.mysql_remaining == Some(0)
-                    && m.redis_remaining == Some(0))
-            }
-        })
-        .await;
-    let m = read_model(&pool, &mut redis, &product).await.unwrap();
+    let redis = env.redis().await.unwrap();
+    let (settled, m) = await_read_model(&pool, &redis, &product, PROJECTION_LAG_MAX, |m| {
+        m.mysql_orders == 10 && m.mysql_remaining == Some(0) && m.redis_remaining == Some(0)
+    })
+    .await;
+    let m = m.unwrap();
     assert!(settled, "read models did not settle: {m:?}");
     assert_eq!(m.mysql_units, 10);
 }
@@ -131,16 +124,12 @@ async fn same_request_id_is_decided_once() {
     assert_eq!(late.body, answers[0].body);
 
     let pool = env.mysql().await.unwrap();
-    let mut redis = env.redis().await.unwrap();
-    let settled = eventually(PROJECTION_LAG_MAX, || {
-        let (pool, mut redis, product) = (pool.clone(), redis.clone(), product.clone());
-        async move {
-            let m = read_model(&pool, &mut redis, &product).await?;
-            Ok(m.mysql_remaining == Some(4) && m.redis_remaining == Some(4))
-        }
+    let redis = env.redis().await.unwrap();
+    let (settled, m) = await_read_model(&pool, &redis, &product, PROJECTION_LAG_MAX, |m| {
+        m.mysql_remaining == Some(4) && m.redis_remaining == Some(4)
     })
     .await;
-    let m = read_model(&pool, &mut redis, &product).await.unwrap();
+    let m = m.unwrap();
     assert!(settled, "{m:?}");
     assert_eq!(m.mysql_orders, 1);
     let polled = api
@@ -204,19 +193,13 @@ async fn many_products_across_partitions_sell_exactly_their_stock() {
     }
 
     let pool = env.mysql().await.unwrap();
-    let mut redis = env.redis().await.unwrap();
+    let redis = env.redis().await.unwrap();
     for p in &products {
-        let settled = eventually(PROJECTION_LAG_MAX, || {
-            let (pool, mut redis, p) = (pool.clone(), redis.clone(), p.clone());
-            async move {
-                let m = read_model(&pool, &mut redis, &p).await?;
-                Ok(m.mysql_units == stock
-                    && m.mysql_remaining == Some(0)
-                    && m.redis_remaining == Some(0))
-            }
+        let (settled, m) = await_read_model(&pool, &redis, p, PROJECTION_LAG_MAX, |m| {
+            m.mysql_units == stock && m.mysql_remaining == Some(0) && m.redis_remaining == Some(0)
         })
         .await;
-        assert!(settled, "{p}: {:?}", read_model(&pool, &mut redis, p).await);
+        assert!(settled, "{p}: {m:?}");
     }
 }
 
