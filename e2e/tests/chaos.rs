@@ -3,7 +3,7 @@
 //! **What it proves.** While processors and sinks are SIGKILLed and
 //! restarted, processors join and leave the group, a processor is frozen
 //! past its session timeout and then resumes as a zombie, the broker crashes
-//! (SIGKILL) and restarts, and Redis restarts, the pipeline still
+//! (SIGKILL) and restarts, and Redis and MySQL restart, the pipeline still
 //!
 //! * never oversells: no product accepts more units than its stock, and
 //!   every product whose single-unit demand exceeded its stock sells all of
@@ -144,7 +144,7 @@ fn panics(fleet: &Fleet) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "crashes the shared broker and restarts Redis, so dev/test runs it as its own last step; alone: cargo test -p flashsale-e2e --test chaos -- --ignored"]
+#[ignore = "crashes the shared broker and restarts Redis and MariaDB, so dev/test runs it as its own last step; alone: cargo test -p flashsale-e2e --test chaos -- --ignored"]
 async fn crash_rebalance_and_zombie_safety() {
     let wall = Instant::now();
     let base = Env::from_env();
@@ -354,6 +354,7 @@ async fn crash_rebalance_and_zombie_safety() {
             cycles_max: cycles + 1,
             broker_addr: host_port(&env.brokers),
             redis_addr: host_port(&env.redis_url),
+            mysql_addr: host_port(&base.mysql_url),
             brokers: env.brokers.clone(),
             probe_topic: env.requests_topic.clone(),
         },
@@ -516,6 +517,7 @@ async fn crash_rebalance_and_zombie_safety() {
         counts.pauses >= 1
             && counts.broker_restarts >= 1
             && counts.redis_restarts >= 1
+            && counts.mysql_restarts >= 1
             && counts.rebalances >= 2,
         "not every fault happened: {counts:?}"
     );
@@ -617,6 +619,7 @@ fn summary(f: &Facts<'_>) -> String {
         ("restarts: broker (SIGKILL)", c.broker_restarts.to_string()),
         ("restarts: broker, repairs", c.broker_repairs.to_string()),
         ("restarts: redis", c.redis_restarts.to_string()),
+        ("restarts: mysql", c.mysql_restarts.to_string()),
         ("broker panics (tansu.log)", f.broker_panics.to_string()),
         ("self-exits (restarted)", f.self_exits.to_string()),
         ("requests", t.requests.to_string()),

@@ -13,6 +13,9 @@ use crate::fold::{fold, Folded};
 /// Rows per multi-row statement: far below MySQL's 65,535 placeholders.
 const ROWS_PER_STATEMENT_MAX: usize = 1_000;
 
+/// Longest wait for another worker's migrations, in seconds.
+const MIGRATE_LOCK_WAIT_S: i64 = 60;
+
 /// The embedded migrations (`sinks/migrations`), run at start.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -39,9 +42,35 @@ impl MysqlStore {
         &self.pool
     }
 
-    /// Runs the embedded migrations (idempotent).
+    /// Runs the embedded migrations (idempotent), one worker at a time.
+    ///
+    /// sqlx serialises migrators with `GET_LOCK(name, -1)`, which MariaDB
+    /// answers with NULL at once (it takes no negative timeout), so workers
+    /// starting together would apply the same migration concurrently and
+    /// leave it marked "partially applied" for good. Hence a named lock of
+    /// our own, with a positive timeout, held by the connection that migrates.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        MIGRATOR.run(&self.pool).await
+        let mut conn = self.pool.acquire().await?;
+        let locked: Option<i64> =
+            sqlx::query_scalar("SELECT GET_LOCK(CONCAT('flashsale-migrate-', DATABASE()), ?)")
+                .bind(MIGRATE_LOCK_WAIT_S)
+                .fetch_one(&mut *conn)
+                .await?;
+        if locked != Some(1) {
+            return Err(sqlx::migrate::MigrateError::Execute(sqlx::Error::Protocol(
+                format!("migration lock not acquired within {MIGRATE_LOCK_WAIT_S} s"),
+            )));
+        }
+        let result = MIGRATOR.run_direct(&mut *conn).await;
+        // Released with the connection anyway; explicit so a pooled
+        // connection never keeps it.
+        let released = sqlx::query("SELECT RELEASE_LOCK(CONCAT('flashsale-migrate-', DATABASE()))")
+            .execute(&mut *conn)
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "releasing the migration lock failed");
+        }
+        result
     }
 
     /// Applies a batch of outcomes in one transaction.

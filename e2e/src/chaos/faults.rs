@@ -6,7 +6,8 @@
 //! SIGSTOPped for longer than the group's session timeout and then
 //! SIGCONTed (a zombie that resumes after its partitions moved on), a broker
 //! crash-restart (`dev/restart --crash tansu`: durable storage, everything
-//! reconnects) and a Redis restart (`dev/restart redis`: appendonly). Cycles
+//! reconnects), a Redis restart (`dev/restart redis`: appendonly) and a
+//! MySQL restart (`dev/restart mariadb`: the sinks retry, then catch up). Cycles
 //! repeat until the load is over, and the first one always completes.
 
 use std::path::{Path, PathBuf};
@@ -34,10 +35,12 @@ pub enum Fault {
     RestartBroker,
     /// `dev/restart redis`.
     RestartRedis,
+    /// `dev/restart mariadb`.
+    RestartMysql,
 }
 
 /// One cycle of faults.
-pub const CYCLE: [Fault; 11] = [
+pub const CYCLE: [Fault; 12] = [
     Fault::Kill,
     Fault::ScaleUp,
     Fault::Kill,
@@ -48,6 +51,7 @@ pub const CYCLE: [Fault; 11] = [
     Fault::Kill,
     Fault::RestartRedis,
     Fault::Kill,
+    Fault::RestartMysql,
     Fault::Kill,
 ];
 
@@ -64,6 +68,8 @@ pub struct FaultCounts {
     pub broker_restarts: u32,
     /// Redis restarts.
     pub redis_restarts: u32,
+    /// MySQL (MariaDB) restarts.
+    pub mysql_restarts: u32,
     /// Broker restarts after which the broker was up but answered nothing
     /// (Tansu's storage task died) and was restarted once more.
     pub broker_repairs: u32,
@@ -88,6 +94,8 @@ pub struct FaultSpec {
     pub broker_addr: String,
     /// `host:port` of Redis, probed after its restart.
     pub redis_addr: String,
+    /// `host:port` of MySQL, probed after its restart.
+    pub mysql_addr: String,
     /// Bootstrap brokers, asked for metadata after a broker restart.
     pub brokers: String,
     /// A topic of the run, whose metadata the probe asks for.
@@ -291,6 +299,12 @@ async fn apply(
             restart(spec, &["redis"], &spec.redis_addr, started).await?;
             counts.redis_restarts += 1;
             event(log, started, "redis: back");
+        }
+        Fault::RestartMysql => {
+            event(log, started, "mysql: dev/restart mariadb");
+            restart(spec, &["mariadb"], &spec.mysql_addr, started).await?;
+            counts.mysql_restarts += 1;
+            event(log, started, "mysql: back");
         }
     }
     Ok(())
