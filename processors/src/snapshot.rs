@@ -234,6 +234,8 @@ struct Reader<'a> {
     products: Vec<ProductId>,
     /// Users decoded from decisions, by table index.
     users: Vec<UserId>,
+    /// Integers and lengths are fixed-width (v1) rather than varints (v2).
+    fixed_width: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -242,6 +244,7 @@ impl<'a> Reader<'a> {
             input,
             products: Vec::new(),
             users: Vec::new(),
+            fixed_width: false,
         }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
@@ -295,41 +298,62 @@ impl<'a> Reader<'a> {
     fn count(&mut self) -> Result<usize> {
         usize::try_from(self.uvar()?).map_err(|_| err("count out of range"))
     }
-    fn var_str(&mut self) -> Result<&'a str> {
-        let n = self.count()?;
-        std::str::from_utf8(self.take(n)?).map_err(|_| err("string is not UTF-8"))
+    // Either encoding: fixed-width or varint, as `fixed_width` says.
+
+    fn int(&mut self) -> Result<i64> {
+        if self.fixed_width {
+            self.i64()
+        } else {
+            self.var()
+        }
     }
-    fn var_id<T>(
+    fn int32(&mut self) -> Result<i32> {
+        if self.fixed_width {
+            self.i32()
+        } else {
+            self.var_i32()
+        }
+    }
+    fn length(&mut self) -> Result<usize> {
+        if self.fixed_width {
+            self.len()
+        } else {
+            self.count()
+        }
+    }
+    fn id<T>(
         &mut self,
         parse: fn(&str) -> std::result::Result<T, flashsale_schemas::IdError>,
     ) -> Result<T> {
-        parse(self.var_str()?).map_err(|e| err(e.to_string()))
+        let n = self.length()?;
+        let text = std::str::from_utf8(self.take(n)?).map_err(|_| err("string is not UTF-8"))?;
+        parse(text).map_err(|e| err(e.to_string()))
     }
-    fn opt_var(&mut self) -> Result<Option<i64>> {
+    fn opt_int(&mut self) -> Result<Option<i64>> {
         if self.flag()? {
-            self.var().map(Some)
+            self.int().map(Some)
         } else {
             Ok(None)
         }
     }
-    fn var_terms(&mut self) -> Result<SaleTerms> {
+    fn terms(&mut self) -> Result<SaleTerms> {
         Ok(SaleTerms {
-            stock: self.var()?,
-            per_user_limit: self.var_i32()?,
+            stock: self.int()?,
+            per_user_limit: self.int32()?,
             price: self.decimal()?,
-            starts_at_ms: self.opt_var()?,
-            ends_at_ms: self.opt_var()?,
+            starts_at_ms: self.opt_int()?,
+            ends_at_ms: self.opt_int()?,
         })
     }
-    fn var_sale(&mut self) -> Result<(ProductId, Sale)> {
-        let product = self.var_id(ProductId::parse)?;
-        let terms = self.var_terms()?;
-        let sold = self.var()?;
-        let users = self.count()?;
+    fn sale(&mut self) -> Result<(ProductId, Sale)> {
+        let product = self.id(ProductId::parse)?;
+        let terms = self.terms()?;
+        let sold = self.int()?;
+        let users = self.length()?;
         let mut per_user = IdMap::with_capacity_and_hasher(users.min(1 << 20), Default::default());
         for _ in 0..users {
-            let user = self.var_id(UserId::parse)?;
-            per_user.insert(user, self.var_i32()?);
+            let user = self.id(UserId::parse)?;
+            per_user.insert(user, self.int32()?);
         }
         Ok((
             product,
@@ -339,6 +363,24 @@ impl<'a> Reader<'a> {
                 per_user,
             },
         ))
+    }
+    /// The header and the sales: the same fields in both encodings.
+    fn state_head(&mut self) -> Result<PartitionState> {
+        let next_offset = self.int()?;
+        let clock_ms = self.int()?;
+        let sales_count = self.length()?;
+        let mut sales =
+            IdMap::with_capacity_and_hasher(sales_count.min(1 << 20), Default::default());
+        for _ in 0..sales_count {
+            let (product, sale) = self.sale()?;
+            sales.insert(product, sale);
+        }
+        Ok(PartitionState {
+            sales,
+            clock_ms,
+            next_offset,
+            ..PartitionState::default()
+        })
     }
     /// A table reference written by [`Writer::reference`].
     fn reference<T: Clone>(
@@ -358,7 +400,7 @@ impl<'a> Reader<'a> {
                 if users { "user" } else { "product" }
             )));
         }
-        let value = self.var_id(parse)?;
+        let value = self.id(parse)?;
         table(self).push(value.clone());
         Ok(value)
     }
@@ -382,7 +424,7 @@ impl<'a> Reader<'a> {
             None
         };
         let sale = if flags & FLAG_SALE != 0 {
-            Some(Box::new(self.var_terms()?))
+            Some(Box::new(self.terms()?))
         } else {
             None
         };
@@ -434,34 +476,12 @@ impl<'a> Reader<'a> {
             Ok(None)
         }
     }
-    fn opt_i64(&mut self) -> Result<Option<i64>> {
-        if self.flag()? {
-            self.i64().map(Some)
-        } else {
-            Ok(None)
-        }
-    }
     fn opt_decimal(&mut self) -> Result<Option<Decimal>> {
         if self.flag()? {
             self.decimal().map(Some)
         } else {
             Ok(None)
         }
-    }
-    fn terms(&mut self) -> Result<SaleTerms> {
-        Ok(SaleTerms {
-            stock: self.i64()?,
-            per_user_limit: self.i32()?,
-            price: self.decimal()?,
-            starts_at_ms: self.opt_i64()?,
-            ends_at_ms: self.opt_i64()?,
-        })
-    }
-    fn id<T>(
-        &mut self,
-        parse: fn(&str) -> std::result::Result<T, flashsale_schemas::IdError>,
-    ) -> Result<T> {
-        parse(self.str()?).map_err(|e| err(e.to_string()))
     }
     fn outcome(&mut self) -> Result<Outcome> {
         let request_id = self.id(RequestId::parse)?;
@@ -511,25 +531,6 @@ impl<'a> Reader<'a> {
             decided_at_ms: self.i64()?,
         })
     }
-    fn sale(&mut self) -> Result<(ProductId, Sale)> {
-        let product = self.id(ProductId::parse)?;
-        let terms = self.terms()?;
-        let sold = self.i64()?;
-        let users = self.len()?;
-        let mut per_user = IdMap::with_capacity_and_hasher(users.min(1 << 20), Default::default());
-        for _ in 0..users {
-            let user = self.id(UserId::parse)?;
-            per_user.insert(user, self.i32()?);
-        }
-        Ok((
-            product,
-            Sale {
-                terms,
-                sold,
-                per_user,
-            },
-        ))
-    }
 }
 
 /// Decodes a partition state written by [`encode`] or by an earlier
@@ -538,7 +539,10 @@ pub fn decode(bytes: &[u8]) -> Result<PartitionState> {
     let mut r = Reader::new(bytes);
     let state = match r.take(4)? {
         m if m == MAGIC_V2 => decode_v2(&mut r)?,
-        m if m == MAGIC_V1 => decode_v1(&mut r)?,
+        m if m == MAGIC_V1 => {
+            r.fixed_width = true;
+            decode_v1(&mut r)?
+        }
         _ => return Err(err("not a flashsale-state snapshot")),
     };
     if !r.input.is_empty() {
@@ -548,21 +552,8 @@ pub fn decode(bytes: &[u8]) -> Result<PartitionState> {
 }
 
 fn decode_v2(r: &mut Reader<'_>) -> Result<PartitionState> {
-    let next_offset = r.var()?;
-    let clock_ms = r.var()?;
-    let sales_count = r.count()?;
-    let mut sales = IdMap::with_capacity_and_hasher(sales_count.min(1 << 20), Default::default());
-    for _ in 0..sales_count {
-        let (product, sale) = r.var_sale()?;
-        sales.insert(product, sale);
-    }
+    let mut state = r.state_head()?;
     let decided_count = r.count()?;
-    let mut state = PartitionState {
-        sales,
-        clock_ms,
-        next_offset,
-        ..PartitionState::default()
-    };
     state.decided.reserve(decided_count.min(1 << 24));
     state.decided_order.reserve(decided_count.min(1 << 24));
     let mut previous = (0, 0);
@@ -576,21 +567,8 @@ fn decode_v2(r: &mut Reader<'_>) -> Result<PartitionState> {
 }
 
 fn decode_v1(r: &mut Reader<'_>) -> Result<PartitionState> {
-    let next_offset = r.i64()?;
-    let clock_ms = r.i64()?;
-    let sales_count = r.len()?;
-    let mut sales = IdMap::with_capacity_and_hasher(sales_count.min(1 << 20), Default::default());
-    for _ in 0..sales_count {
-        let (product, sale) = r.sale()?;
-        sales.insert(product, sale);
-    }
+    let mut state = r.state_head()?;
     let decided_count = r.len()?;
-    let mut state = PartitionState {
-        sales,
-        clock_ms,
-        next_offset,
-        ..PartitionState::default()
-    };
     for _ in 0..decided_count {
         let time_ms = r.i64()?;
         let outcome = r.outcome()?;
