@@ -195,7 +195,16 @@ impl Api {
         per_user_limit: i32,
     ) -> anyhow::Result<Answer> {
         let body = json!({"product_id": product, "stock": stock, "per_user_limit": per_user_limit, "price": "9.99"});
-        let answer = self.post("/api/v1/sales", &body).await?;
+        let mut answer = self.post("/api/v1/sales", &body).await?;
+        // 202: not decided within the ingress's wait, e.g. while a processor
+        // that just started restores its partitions. Configuring the same
+        // terms again changes nothing, so asking again is safe.
+        for _ in 0..CONFIGURE_PENDING_RETRIES_MAX {
+            if answer.status != StatusCode::ACCEPTED {
+                break;
+            }
+            answer = self.post("/api/v1/sales", &body).await?;
+        }
         anyhow::ensure!(
             answer.status == StatusCode::CREATED,
             "configure {product}: {answer:?}"
@@ -239,6 +248,10 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Times a sale command answered 202 "pending" is sent again (each waits
+/// the ingress's own 2 s).
+const CONFIGURE_PENDING_RETRIES_MAX: usize = 15;
 
 /// What the read models say about one product.
 #[derive(Debug, Clone, PartialEq, Eq)]
