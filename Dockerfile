@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Container image with every flashsale binary (processor, sink, admin,
-# ingress, dev registry, demo).  docker-compose.yml runs each service from it
+# ingress, and the test tooling's binaries).  docker-compose.yml runs each service from it
 # with a different command.  The local dev scripts (dev/up) do not use Docker.
 
 # ---- build ------------------------------------------------------------------

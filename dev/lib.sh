@@ -31,7 +31,7 @@ FS_VENV="$FS_DEV/venv"
 # overriding a URL moves the matching process too (single source of truth).
 # ---------------------------------------------------------------------------
 : "${FLASHSALE_BROKERS:=127.0.0.1:19092}"
-: "${FLASHSALE_SCHEMA_REGISTRY_URL:=http://127.0.0.1:18081}"
+: "${FLASHSALE_SCHEMA_REGISTRY_URL:=http://127.0.0.1:18081/apis/ccompat/v7}"
 : "${FLASHSALE_MYSQL_URL:=mysql://flashsale:flashsale@127.0.0.1:13306/flashsale}"
 : "${FLASHSALE_REDIS_URL:=redis://127.0.0.1:16379/}"
 : "${FLASHSALE_INGRESS_URL:=http://127.0.0.1:18080}"
@@ -54,13 +54,19 @@ export FLASHSALE_BROKERS FLASHSALE_SCHEMA_REGISTRY_URL FLASHSALE_MYSQL_URL \
 # endpoint (metrics) on FLASHSALE_METRICS_LISTEN, which gets this address.
 : "${FLASHSALE_DEV_INGRESS_METRICS:=127.0.0.1:19104}"
 
-# Tansu (the Kafka-compatible broker used locally).
-: "${FLASHSALE_TANSU_VERSION:=0.6.0}"
-: "${FLASHSALE_TANSU_FEATURES:=dynostore,libsql}"
+# Apache Kafka (KRaft, one node) and Apicurio Registry, both fetched from
+# Maven Central by dev/kafka/pom.xml and dev/registry/pom.xml into a cache
+# outside the clone, so a fresh clone (CI) reuses what an earlier run fetched.
+: "${FLASHSALE_CACHE:=${XDG_CACHE_HOME:-$HOME/.cache}/flashsale}"
+# The KRaft controller's port (clients never use it): beside the client port.
+: "${FLASHSALE_KAFKA_CONTROLLER_PORT:=19093}"
+# JVM heaps: the whole stack shares a 2-core machine with the tests.
+: "${FLASHSALE_KAFKA_HEAP:=512m}"
+: "${FLASHSALE_REGISTRY_HEAP:=256m}"
 
 # Long-running processes dev/up starts, in start order.  dev/down stops them in
 # reverse order (services before the infrastructure they use).
-FS_INFRA_NAMES=(tansu mariadb redis registry)
+FS_INFRA_NAMES=(kafka mariadb redis registry)
 FS_SERVICE_NAMES=(processor sink-mysql sink-redis ingress)
 
 # Seconds to wait for each process to answer after it was started.
@@ -172,16 +178,18 @@ ensure_apt_pkgs() {
 
 # Packages the local stack needs:
 #  - build-essential cmake pkg-config libssl-dev libcurl4-openssl-dev: rdkafka
-#    builds librdkafka from source with cmake (and tansu builds from source);
+#    builds librdkafka from source with cmake;
 #  - mariadb-server-core / mariadb-client-core: mariadbd, mariadb-install-db and
 #    the mariadb client WITHOUT the full mariadb-server package, whose postinst
 #    would also start a system-wide server on 3306 that we neither need nor use;
 #  - redis-server / redis-tools: redis-server, redis-cli;
+#  - kcat: the README's topic inspection commands (and the test that tries them);
 #  - curl (readiness probes), iproute2 (ss, to name who holds a busy port),
 #    procps, util-linux (setsid, flock).
+# Java and Maven are ensured separately (ensure_java), only when missing.
 FS_APT_PKGS=(
   build-essential cmake pkg-config libssl-dev libcurl4-openssl-dev
-  mariadb-server-core mariadb-client-core redis-server redis-tools
+  mariadb-server-core mariadb-client-core redis-server redis-tools kcat
   curl ca-certificates iproute2 procps util-linux
 )
 
@@ -194,54 +202,126 @@ ensure_cargo() {
   command -v cargo >/dev/null || fs_die "cargo not found: install a Rust toolchain (rustup) first"
 }
 
-# Path of the tansu binary, or nothing.
-fs_tansu_bin() {
-  if [[ -n "${FLASHSALE_TANSU_BIN:-}" ]]; then printf '%s\n' "$FLASHSALE_TANSU_BIN"; return; fi
-  local c
-  for c in "$HOME/.cargo/bin/tansu" "$(command -v tansu 2>/dev/null || true)"; do
-    [[ -n "$c" && -x "$c" ]] && { printf '%s\n' "$c"; return 0; }
-  done
-  # Not installed: print nothing, but succeed, so `bin=$(fs_tansu_bin)` does
-  # not end a `set -e` caller before it can install Tansu.
-  return 0
+# ---------------------------------------------------------------------------
+# Java, Maven and the JVM parts of the stack (Kafka, the schema registry)
+# ---------------------------------------------------------------------------
+
+# fs_java_major JAVA: the feature version of a java binary (17, 21, ...), or
+# nothing when it does not run.
+fs_java_major() {
+  "$1" -XshowSettings:properties -version 2>&1 \
+    | awk -F'= ' '/java.specification.version/ { sub(/^1\./, "", $2); print $2; exit }'
 }
 
-# ensure_tansu: install the pinned Tansu broker from crates.io when it is
-# missing or another version.  A flock serialises concurrent dev/up runs so
-# two slow `cargo install`s never race for ~/.cargo/bin.
-ensure_tansu() {
-  ensure_cargo
-  local bin ver
-  bin="$(fs_tansu_bin)"
-  if [[ -n "$bin" ]]; then
-    ver="$("$bin" --version 2>/dev/null || true)"
-    if [[ "$ver" == *"$FLASHSALE_TANSU_VERSION"* ]]; then
-      FS_TANSU="$bin"; return 0
+# ensure_java: set FS_JAVA to a Java >= 17 (Kafka 4's broker and Apicurio
+# Registry 3.0 need it). Tried in order: FLASHSALE_JAVA, $JAVA_HOME, java on
+# PATH, any JVM under /usr/lib/jvm; else Debian's headless JRE is installed.
+ensure_java() {
+  [[ -n "${FS_JAVA:-}" ]] && return 0
+  local c major
+  for c in "${FLASHSALE_JAVA:-}" "${JAVA_HOME:+$JAVA_HOME/bin/java}" "$(command -v java 2>/dev/null || true)" \
+    /usr/lib/jvm/*/bin/java; do
+    [[ -n "$c" && -x "$c" ]] || continue
+    major="$(fs_java_major "$c")"
+    if [[ "$major" =~ ^[0-9]+$ ]] && ((major >= 17)); then
+      FS_JAVA="$c"; return 0
     fi
-    [[ -n "${FLASHSALE_TANSU_BIN:-}" ]] && fs_die "FLASHSALE_TANSU_BIN=$bin reports '$ver', expected $FLASHSALE_TANSU_VERSION"
-    fs_warn "tansu at $bin reports '$ver'; installing $FLASHSALE_TANSU_VERSION"
+  done
+  [[ -n "${FLASHSALE_JAVA:-}" ]] && fs_die "FLASHSALE_JAVA=$FLASHSALE_JAVA is not a Java 17 or newer"
+  # Debian 12 ships 17; later releases name their default JRE differently.
+  if apt-cache show openjdk-17-jre-headless >/dev/null 2>&1; then
+    ensure_apt_pkgs openjdk-17-jre-headless
+  else
+    ensure_apt_pkgs default-jre-headless
   fi
+  FS_JAVA="$(command -v java)" || fs_die "installed a JRE but no java is on PATH"
+}
+
+# ensure_maven: Maven fetches the Kafka and registry artifacts (once).
+ensure_maven() {
+  command -v mvn >/dev/null || ensure_apt_pkgs maven
+}
+
+# fs_pom_property POM NAME: a <properties> value of a committed pom.xml, so
+# each version is written down once, in the pom that fetches it.
+fs_pom_property() {
+  sed -n "s:.*<$2>\\(.*\\)</$2>.*:\\1:p" "$1" | head -n1
+}
+
+# fs_fetch_cached NAME POM DEST GOAL: run `mvn dependency:GOAL` for POM
+# (copy-dependencies: a pom's dependencies with theirs; copy: the files its
+# plugin configuration names) into DEST/jars, once. DEST is named after the pom's content hash by the
+# callers, so editing a pom fetches again and an unchanged one never does. A
+# flock serialises concurrent dev/up runs; the copy goes to a temporary
+# folder and is renamed only when complete, so an interrupted fetch is redone.
+fs_fetch_cached() {
+  local name="$1" pom="$2" dest="$3" goal="$4"
+  [[ -f "$dest/.complete" ]] && return 0
+  ensure_java
+  ensure_maven
+  mkdir -p "$FLASHSALE_CACHE"
   fs_init_dirs
-  local log; log="$(fs_log_file tansu-install)"
-  local t0; t0=$(fs_now)
-  fs_info "installing tansu $FLASHSALE_TANSU_VERSION with cargo (first time only, takes several minutes); log: $log"
+  local log t0; log="$(fs_log_file "fetch-$name")"; t0=$(fs_now)
+  fs_info "fetching $name from Maven Central into $dest (first time only); log: $log"
   if ! (
     flock 9
-    # Another run may have finished the install while we waited for the lock.
-    if [[ -x "$HOME/.cargo/bin/tansu" ]] && [[ "$("$HOME/.cargo/bin/tansu" --version 2>/dev/null)" == *"$FLASHSALE_TANSU_VERSION"* ]]; then
-      exit 0
-    fi
-    # Shown as it goes (a silent 10-minute step looks hung) and kept in the log.
-    cargo install tansu --version "$FLASHSALE_TANSU_VERSION" --locked \
-      --features "$FLASHSALE_TANSU_FEATURES" 2>&1 | tee "$log"
-  ) 9>"$FS_DEV/tansu-install.lock"; then
-    fs_err "cargo install tansu failed"
+    [[ -f "$dest/.complete" ]] && exit 0
+    rm -rf "$dest.partial"
+    JAVA_HOME="$(dirname "$(dirname "$(readlink -f "$FS_JAVA")")")" \
+      mvn -B -q -f "$pom" "dependency:$goal" -DoutputDirectory="$dest.partial/jars" >"$log" 2>&1 || exit 1
+    touch "$dest.partial/.complete"
+    rm -rf "$dest"
+    mv "$dest.partial" "$dest"
+  ) 9>"$FLASHSALE_CACHE/.fetch-$name.lock"; then
+    fs_err "fetching $name with Maven failed"
     fs_log_tail "$log" 40
     exit 1
   fi
-  FS_TANSU="$HOME/.cargo/bin/tansu"
-  [[ -x "$FS_TANSU" ]] || fs_die "tansu install finished but $FS_TANSU is missing"
-  fs_ok "tansu $FLASHSALE_TANSU_VERSION ready in $(($(fs_now) - t0))s"
+  fs_ok "$name ready in $(($(fs_now) - t0))s"
+}
+
+# fs_cache_dir POM PREFIX: where the artifacts of POM are kept:
+# CACHE/PREFIX-VERSION-HASH, the hash being the pom's own.
+fs_cache_dir() {
+  local hash; hash="$(sha256sum "$1" | cut -c1-12)"
+  printf '%s/%s-%s\n' "$FLASHSALE_CACHE" "$2" "$hash"
+}
+
+# ensure_kafka: set FS_KAFKA_LIBS to the folder of the broker's jars.
+ensure_kafka() {
+  ensure_java
+  local pom="$FS_ROOT/dev/kafka/pom.xml" dir
+  FS_KAFKA_VERSION="$(fs_pom_property "$pom" kafka.version)"
+  dir="$(fs_cache_dir "$pom" "kafka-$FS_KAFKA_VERSION")"
+  fs_fetch_cached "kafka-$FS_KAFKA_VERSION" "$pom" "$dir" copy-dependencies
+  FS_KAFKA_LIBS="$dir/jars"
+}
+
+# ensure_registry: set FS_REGISTRY_JAR to Apicurio Registry's runner jar,
+# unpacked from the distribution archive the pom fetches.
+ensure_registry() {
+  ensure_java
+  local pom="$FS_ROOT/dev/registry/pom.xml" dir version
+  version="$(fs_pom_property "$pom" apicurio.version)"
+  dir="$(fs_cache_dir "$pom" "apicurio-registry-$version")"
+  fs_fetch_cached "apicurio-registry-$version" "$pom" "$dir" copy
+  if [[ ! -f "$dir/app/.complete" ]]; then
+    rm -rf "$dir/app"
+    mkdir -p "$dir/app"
+    tar -xzf "$dir/jars/apicurio-registry-app-$version-all.tar.gz" -C "$dir/app" \
+      || fs_die "could not unpack Apicurio Registry $version in $dir"
+    touch "$dir/app/.complete"
+  fi
+  FS_REGISTRY_JAR="$dir/app/apicurio-registry-app-$version-runner.jar"
+  [[ -f "$FS_REGISTRY_JAR" ]] || fs_die "$FS_REGISTRY_JAR is missing from the Apicurio archive"
+}
+
+# fs_kafka_tool CLASS ARGS...: run one of Kafka's Java tools (console
+# consumer, topics, perf tests) from the fetched jars, quietly logging.
+fs_kafka_tool() {
+  ensure_kafka >&2
+  "$FS_JAVA" -Xmx256m -Dlog4j2.configurationFile="$FS_ROOT/dev/kafka/log4j2-tools.properties" \
+    -cp "$FS_KAFKA_LIBS/*" "$@"
 }
 
 # ---------------------------------------------------------------------------

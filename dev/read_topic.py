@@ -35,7 +35,7 @@ def main():
     parser.add_argument("--timeout", type=float, default=5.0, help="stop after this many idle seconds (default 5)")
     args = parser.parse_args()
     brokers = os.environ.get("FLASHSALE_BROKERS", "127.0.0.1:19092")
-    registry = os.environ.get("FLASHSALE_SCHEMA_REGISTRY_URL", "http://127.0.0.1:18081")
+    registry = os.environ.get("FLASHSALE_SCHEMA_REGISTRY_URL", "http://127.0.0.1:18081/apis/ccompat/v7")
     consumer = Consumer({"bootstrap.servers": brokers, "group.id": "flashsale-inspect", "enable.auto.commit": False})
     metadata = consumer.list_topics(args.topic, timeout=10).topics[args.topic]
     if metadata.error is not None:

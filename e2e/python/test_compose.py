@@ -1,13 +1,15 @@
 """docker-compose.yml, for users with Docker (no Docker engine runs here).
 
 Proves the file parses, names every service the README promises (Apache
-Kafka in KRaft mode, Confluent Schema Registry, MySQL 8, Redis 7 and the
-three flashsale services built from the Dockerfile), gives the long-running
-ones healthchecks, and configures the services with the same FLASHSALE_*
-variables the README documents, pointed at the compose services.
+Kafka in KRaft mode and Apicurio Registry at the very versions the local
+stack fetches, MySQL 8, Redis 7 and the flashsale services built from the
+Dockerfile), gives the long-running ones healthchecks, and configures the
+services with the same FLASHSALE_* variables the README documents, pointed
+at the compose services.
 """
 
 import pathlib
+import re
 
 import yaml
 
@@ -16,6 +18,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def load():
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def pom_property(folder, name):
+    """A version pinned in dev/FOLDER/pom.xml, the local stack's source of truth."""
+    pom = (ROOT / "dev" / folder / "pom.xml").read_text()
+    return re.search(rf"<{re.escape(name)}>([^<]+)</{re.escape(name)}>", pom).group(1)
 
 
 def env_of(service):
@@ -29,8 +37,9 @@ def test_compose_names_the_stack_and_services():
     services = load()["services"]
     for name in ["kafka", "schema-registry", "mysql", "redis", "processor", "sink-mysql", "sink-redis", "ingress"]:
         assert name in services, name
-    assert "apache/kafka" in services["kafka"]["image"]
-    assert "cp-schema-registry" in services["schema-registry"]["image"]
+    assert services["kafka"]["image"] == f"apache/kafka:{pom_property('kafka', 'kafka.version')}"
+    registry = services["schema-registry"]["image"]
+    assert registry == f"apicurio/apicurio-registry:{pom_property('registry', 'apicurio.version')}"
     assert services["mysql"]["image"].startswith("mysql:8")
     assert services["redis"]["image"].startswith("redis:7")
     for name in ["kafka", "schema-registry", "mysql", "redis", "processor", "sink-mysql", "sink-redis", "ingress"]:
@@ -43,6 +52,7 @@ def test_services_use_the_readme_variables():
         env = env_of(services[name])
         assert env["FLASHSALE_BROKERS"].startswith("kafka:"), name
         assert env["FLASHSALE_SCHEMA_REGISTRY_URL"].startswith("http://schema-registry:"), name
+        assert env["FLASHSALE_SCHEMA_REGISTRY_URL"].endswith("/apis/ccompat/v7"), name
     for name in ["sink-mysql", "ingress"]:
         assert "@mysql:" in env_of(services[name])["FLASHSALE_MYSQL_URL"], name
     for store in ["mysql", "redis"]:

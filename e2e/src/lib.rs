@@ -54,7 +54,10 @@ impl Env {
     pub fn from_env() -> Self {
         Self {
             brokers: var("FLASHSALE_BROKERS", "127.0.0.1:19092"),
-            registry_url: var("FLASHSALE_SCHEMA_REGISTRY_URL", "http://127.0.0.1:18081"),
+            registry_url: var(
+                "FLASHSALE_SCHEMA_REGISTRY_URL",
+                "http://127.0.0.1:18081/apis/ccompat/v7",
+            ),
             mysql_url: var(
                 "FLASHSALE_MYSQL_URL",
                 "mysql://flashsale:flashsale@127.0.0.1:13306/flashsale",
@@ -384,6 +387,25 @@ pub mod kafka {
             }
         }
         None
+    }
+
+    /// Deletes `topics` (a test's own scratch topics, once it is done with
+    /// them); a topic that is already gone counts as deleted.
+    pub async fn delete_topics(env: &Env, topics: &[&str]) -> anyhow::Result<()> {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        use rdkafka::client::DefaultClientContext;
+        use rdkafka::types::RDKafkaErrorCode;
+        let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &env.brokers)
+            .create()?;
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for result in admin.delete_topics(topics, &options).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((topic, code)) => anyhow::bail!("deleting topic {topic}: {code}"),
+            }
+        }
+        Ok(())
     }
 
     /// The value of header `key`, as text.

@@ -53,9 +53,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flashsale_e2e::chaos::faults::{self, event, FaultCounts, FaultSpec};
-use flashsale_e2e::chaos::fleet::{
-    read_text, read_text_from, Fleet, FleetConfig, FleetGuard, Role,
-};
+use flashsale_e2e::chaos::fleet::{read_text, Fleet, FleetConfig, FleetGuard, Role};
 use flashsale_e2e::chaos::rng::Rng;
 use flashsale_e2e::chaos::verify::{self, GroupLag, OutcomeLog, Tally};
 use flashsale_e2e::chaos::workload::{self, Plan, PlanSpec, RetryPolicy};
@@ -119,11 +117,6 @@ fn assignments_seen(fleet: &Fleet) -> usize {
         .sum()
 }
 
-/// Panics the broker logged since its log was `start` bytes long.
-fn broker_panics(log: &std::path::Path, start: u64) -> usize {
-    read_text_from(log, start).matches("panicked at").count()
-}
-
 /// Lines saying a process panicked, in every log of the run.
 fn panics(fleet: &Fleet) -> Vec<String> {
     fleet
@@ -158,9 +151,6 @@ async fn crash_rebalance_and_zombie_safety() {
     let logs_dir = root.join(".dev/logs");
     let events_log = logs_dir.join(format!("{run}-events.log"));
     std::fs::create_dir_all(&logs_dir).expect("creating .dev/logs");
-    // The shared broker's log: its panics during the run go in the report.
-    let broker_log = logs_dir.join("tansu.log");
-    let broker_log_start = std::fs::metadata(&broker_log).map_or(0, |m| m.len());
     eprintln!(
         "chaos: run {run}, seed {seed}, load {load:?}; events in {}",
         events_log.display()
@@ -489,7 +479,6 @@ async fn crash_rebalance_and_zombie_safety() {
         counts: &counts,
         assignments: assignments_seen(&fleet),
         self_exits: self_exits.len(),
-        broker_panics: broker_panics(&broker_log, broker_log_start),
         tally: &tally,
         client_retries,
         dead_letters,
@@ -534,10 +523,17 @@ async fn crash_rebalance_and_zombie_safety() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    // Passed: the run's database is of no further use. Its topics stay
-    // until .dev/ is wiped: never delete a topic on Tansu 0.6.0, whose
-    // DeleteTopics removes every topic of the broker (topic_delete_by.sql
-    // filters on the cluster only), the shared stack's included.
+    // Passed: the run's database, topics and Redis keys are of no further
+    // use (a failed run keeps them for inspection).
+    let topics = [
+        env.requests_topic.as_str(),
+        env.outcomes_topic.as_str(),
+        env.dead_letter_topic.as_str(),
+        env.snapshots_topic.as_str(),
+    ];
+    if let Err(e) = kafka::delete_topics(&env, &topics).await {
+        eprintln!("chaos: could not delete the run's topics: {e:#}");
+    }
     if let Err(e) = drop_database(&base.mysql_url, &database).await {
         eprintln!("chaos: could not drop database {database}: {e:#}");
     }
@@ -591,7 +587,6 @@ struct Facts<'a> {
     counts: &'a FaultCounts,
     assignments: usize,
     self_exits: usize,
-    broker_panics: usize,
     tally: &'a Tally,
     client_retries: u64,
     dead_letters: i64,
@@ -617,10 +612,8 @@ fn summary(f: &Facts<'_>) -> String {
             c.pauses.to_string(),
         ),
         ("restarts: broker (SIGKILL)", c.broker_restarts.to_string()),
-        ("restarts: broker, repairs", c.broker_repairs.to_string()),
         ("restarts: redis", c.redis_restarts.to_string()),
         ("restarts: mysql", c.mysql_restarts.to_string()),
-        ("broker panics (tansu.log)", f.broker_panics.to_string()),
         ("self-exits (restarted)", f.self_exits.to_string()),
         ("requests", t.requests.to_string()),
         ("accepted", t.accepted.to_string()),

@@ -1,5 +1,5 @@
 //! End-to-end tests of the purchase pipeline on the real local stack
-//! (`dev/up`: Tansu, the registry stand-in, MariaDB, Redis, and the
+//! (`dev/up`: Apache Kafka, Apicurio Registry, MariaDB, Redis, and the
 //! ingress, processor and sink binaries). Every decision is read from the
 //! HTTP responses themselves, then the read models are checked against them.
 

@@ -76,12 +76,13 @@ impl TopicArgs {
 /// Where the Confluent-compatible schema registry is.
 #[derive(Debug, Clone, Args)]
 pub struct RegistryArgs {
-    /// Schema registry base URL (a real Confluent Schema Registry in
-    /// production; the dev stand-in locally).
+    /// Base URL of a Confluent-compatible schema registry API: a Confluent
+    /// Schema Registry's root, or Apicurio Registry's `/apis/ccompat/v7`
+    /// (what the local stack runs).
     #[arg(
         long,
         env = "FLASHSALE_SCHEMA_REGISTRY_URL",
-        default_value = "http://127.0.0.1:18081"
+        default_value = "http://127.0.0.1:18081/apis/ccompat/v7"
     )]
     pub schema_registry_url: String,
 }

@@ -1,28 +1,21 @@
-"""Interop test: confluent-kafka's Schema Registry client against flashsale-dev-registry.
+"""confluent-kafka's Schema Registry client against the registry the stack runs.
 
-flashsale-dev-registry is a DEVELOPMENT STAND-IN for the Confluent Schema
-Registry (production uses the real one). These tests prove that the Python
-side of the pipeline (SchemaRegistryClient, AvroSerializer, AvroDeserializer)
-works against it for the shapes we use: a top-level union of named records as
-a topic's value schema, its backward-compatible evolution, and refusal of a
-breaking change. No Kafka broker is needed.
+The local stack runs Apicurio Registry through its Confluent-compatible API
+(FLASHSALE_SCHEMA_REGISTRY_URL ends in /apis/ccompat/v7); production may run
+a Confluent Schema Registry. These tests prove that the Python side of the
+pipeline (SchemaRegistryClient, AvroSerializer, AvroDeserializer) works
+against it for the shapes we use: a top-level union of named records as a
+topic's value schema, its backward-compatible evolution, refusal of a
+breaking change, and the raw HTTP surface curl and kcat use.
 
-The stand-in is started from the built binary (``cargo build -p
-flashsale-dev-registry``; override the path with FLASHSALE_DEV_REGISTRY_BIN)
-on a free loopback port with a temporary data dir, so the test is
-self-contained. Only when that binary is missing does it fall back to
-FLASHSALE_SCHEMA_REGISTRY_URL, if that answers. Subject names carry a random
-suffix so a shared registry is never disturbed.
+Runs against the local stack from dev/up (dev/test exports its endpoints).
+Subject names carry a random suffix so the shared registry is never
+disturbed.
 """
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
@@ -34,72 +27,21 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError  # noqa: E402
 from confluent_kafka.serialization import MessageField, SerializationContext  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTENT_TYPE_V1 = "application/vnd.schemaregistry.v1+json"
 
 
-def _binary() -> Path:
-    """Where the built stand-in is expected."""
-    override = os.environ.get("FLASHSALE_DEV_REGISTRY_BIN")
-    if override:
-        return Path(override)
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target"))
-    if not target.is_absolute():
-        target = REPO_ROOT / target
-    return target / "debug" / "flashsale-dev-registry"
-
-
-def _free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/health", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
+REGISTRY = os.environ.get("FLASHSALE_SCHEMA_REGISTRY_URL", "http://127.0.0.1:18081/apis/ccompat/v7").rstrip("/")
 
 
 @pytest.fixture(scope="module")
-def registry_url(tmp_path_factory):
-    """URL of a running stand-in; stops it (SIGTERM) afterwards and checks it exits cleanly."""
-    binary = _binary()
-    if not binary.exists():
-        shared = os.environ.get("FLASHSALE_SCHEMA_REGISTRY_URL", "").rstrip("/")
-        if shared and _healthy(shared):
-            yield shared
-            return
-        pytest.fail(f"{binary} is missing: run `cargo build -p flashsale-dev-registry` first")
-
-    url = f"http://127.0.0.1:{_free_port()}"
-    data_dir = tmp_path_factory.mktemp("registry-data")
-    log_path = data_dir.parent / "registry.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(binary), "--listen", url.removeprefix("http://"), "--data-dir", str(data_dir)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+def registry_url():
+    """URL of the stack's registry; fails (not skips) when it does not answer."""
     try:
-        deadline = time.monotonic() + 15
-        while not _healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"stand-in did not come up:\n{log_path.read_text()}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-    # Graceful shutdown: SIGTERM must end the process with status 0.
-    assert code == 0, log_path.read_text()
-    assert "NOT FOR PRODUCTION" in log_path.read_text()
+        answer = requests.get(f"{REGISTRY}/subjects", timeout=5)
+    except requests.RequestException as err:
+        pytest.fail(f"the schema registry at {REGISTRY} does not answer ({err}): run dev/up")
+    assert answer.status_code == 200, answer.text
+    return REGISTRY
 
 
 @pytest.fixture
@@ -179,13 +121,18 @@ def test_serializer_registers_union_and_round_trips(client, registry_url, topic)
 
 
 def test_evolution_compatibility_and_refusal(client, topic):
-    """v2 (optional field) registers as version 2 with a new id and reads v1 data;
+    """With the subject at BACKWARD (what the services set on theirs), v2
+    (optional field) registers as version 2 with a new id and reads v1 data;
     test_compatibility and registration both refuse breaking changes (409);
     set_compatibility(NONE) on the subject lets them through."""
     subject = f"{topic}-value"
     ctx = SerializationContext(topic, MessageField.VALUE)
     v1_data = AvroSerializer(client, V1)(PURCHASE, ctx)
     v1_id = client.get_latest_version(subject).schema_id
+    # Not left to the registry's default: Confluent's is BACKWARD, Apicurio's
+    # is no rule (dev/registry/registry.properties says why it stays so).
+    client.set_compatibility(subject_name=subject, level="BACKWARD")
+    assert client.get_compatibility(subject) == "BACKWARD"
 
     assert client.test_compatibility(subject, Schema(V2, "AVRO")) is True
     v2_id = client.register_schema(subject, Schema(V2, "AVRO"))
@@ -217,7 +164,8 @@ def test_evolution_compatibility_and_refusal(client, topic):
 
 def test_errors_and_raw_http(client, registry_url, topic):
     """Confluent error codes reach the client as SchemaRegistryError, and the raw
-    HTTP surface (content type, octet-stream bodies) matches what kcat and curl use."""
+    HTTP surface (the Confluent content type, GET by id) answers what curl
+    and kcat users send and expect."""
     with pytest.raises(SchemaRegistryError) as err:
         client.get_latest_version(f"{topic}-missing")
     assert (err.value.http_status_code, err.value.error_code) == (404, 40401)
@@ -228,12 +176,20 @@ def test_errors_and_raw_http(client, registry_url, topic):
     res = requests.post(
         f"{registry_url}/subjects/{topic}-raw/versions",
         data=json.dumps({"schema": '"string"'}),
-        headers={"Content-Type": "application/octet-stream"},
+        # Apicurio answers 415 to application/octet-stream, which a Confluent
+        # registry accepts: README, "Schema registry", says so.
+        headers={"Content-Type": CONTENT_TYPE_V1},
         timeout=5,
     )
-    assert res.status_code == 200 and res.headers["Content-Type"] == CONTENT_TYPE_V1
+    # Confluent answers with its own media type, Apicurio with plain JSON;
+    # clients (and jq) take either.
+    assert res.status_code == 200, res.text
+    assert res.headers["Content-Type"].split(";")[0] in (CONTENT_TYPE_V1, "application/json")
     schema_id = res.json()["id"]
     by_id = requests.get(f"{registry_url}/schemas/ids/{schema_id}", timeout=5)
-    assert by_id.json() == {"schema": '"string"'}
+    # Apicurio adds "schemaType": "AVRO" and "references": [], which a
+    # Confluent registry leaves out for Avro; the schema itself is the same.
+    assert by_id.json()["schema"] == '"string"'
+    assert by_id.json().get("schemaType", "AVRO") == "AVRO"
     assert any(v.subject == f"{topic}-raw" for v in client.get_schema_versions(schema_id))
     assert client.delete_subject(f"{topic}-raw") == [1]
