@@ -7,7 +7,7 @@ Registry; the running pipeline decides them; an AvroDeserializer reads the
 outcomes back. This proves (1) our schemas and wire format are what standard
 Confluent tooling produces and reads, (2) librdkafka's murmur2_random puts
 every key on the partition our processors own (Kafka's Java murmur2,
-re-implemented independently below), and (3) the registry stand-in speaks
+re-implemented independently below), and (3) the registry the stack runs speaks
 the REST API real clients use.
 
 Runs against the local stack from dev/up (dev/test exports its endpoints).
@@ -28,7 +28,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BROKERS = os.environ.get("FLASHSALE_BROKERS", "127.0.0.1:19092")
-REGISTRY = os.environ.get("FLASHSALE_SCHEMA_REGISTRY_URL", "http://127.0.0.1:18081")
+REGISTRY = os.environ.get("FLASHSALE_SCHEMA_REGISTRY_URL", "http://127.0.0.1:18081/apis/ccompat/v7")
 INGRESS = os.environ.get("FLASHSALE_INGRESS_URL", "http://127.0.0.1:18080")
 REQUESTS = os.environ.get("FLASHSALE_REQUESTS_TOPIC", "flashsale.requests")
 OUTCOMES = os.environ.get("FLASHSALE_OUTCOMES_TOPIC", "flashsale.outcomes")
@@ -165,3 +165,67 @@ def test_external_avro_producer_is_decided_and_outcomes_read_back(registry):
     assert statuses.count("REJECTED") == 15
     assert {o["reason"] for o in seen.values() if o["status"] == "REJECTED"} == {"SOLD_OUT"}
     assert min(o["remaining"] for o in seen.values()) == 0
+
+
+def test_transactional_producer_only_committed_records_are_decided(registry):
+    """An external producer writing requests in Kafka transactions: the
+    records of a committed transaction are decided, those of an aborted one
+    never are, and a plain record written after the abort is decided too (the
+    partition keeps flowing past the transaction markers). Proves the
+    processor reads with isolation.level=read_committed, and that the offsets
+    the markers and aborted records take are stepped over, not waited for.
+    How: 3 purchases committed, 2 aborted, 1 plain, all on one product (one
+    partition, so log order is decision order); the plain one's outcome
+    arrives only after everything before it in the log was decided, so
+    "no outcome for the aborted two" is final once it is there."""
+    product = f"py-txn-{uuid.uuid4().hex[:12]}"
+    sale = {"product_id": product, "stock": 10, "per_user_limit": 10, "price": "2.00"}
+    answer = requests.post(f"{INGRESS}/api/v1/sales", json=sale, timeout=10)
+    assert answer.status_code == 201, answer.text
+
+    metadata = Consumer({"bootstrap.servers": BROKERS, "group.id": "interop-meta"}).list_topics(REQUESTS, timeout=10)
+    outcomes = tail_outcomes(len(metadata.topics[REQUESTS].partitions))
+    schema_str = (ROOT / "schemas" / "avro" / "request.avsc").read_text()
+    serializer = AvroSerializer(registry, schema_str, conf={"auto.register.schemas": True})
+
+    def record(tag):
+        request = {
+            "request_id": f"py-txn-{tag}-{uuid.uuid4().hex[:12]}",
+            "user_id": f"py-txn-user-{tag}",
+            "product_id": product,
+            "quantity": 1,
+            "received_at": int(time.time() * 1000),
+        }
+        return request["request_id"], serializer(request, SerializationContext(REQUESTS, MessageField.VALUE))
+
+    common = {"bootstrap.servers": BROKERS, "partitioner": "murmur2_random", "acks": "all", "enable.idempotence": True}
+    txn = Producer({**common, "transactional.id": f"interop-{uuid.uuid4()}"})
+    txn.init_transactions(30)
+    committed, aborted = [], []
+    for ids, finish in ((committed, txn.commit_transaction), (aborted, txn.abort_transaction)):
+        txn.begin_transaction()
+        for i in range(3 if ids is committed else 2):
+            request_id, value = record(f"{'c' if ids is committed else 'a'}{i}")
+            ids.append(request_id)
+            txn.produce(REQUESTS, key=product.encode(), value=value)
+        txn.flush(30)
+        finish(30)
+    plain_id, value = record("plain")
+    plain = Producer(common)
+    plain.produce(REQUESTS, key=product.encode(), value=value)
+    assert plain.flush(30) == 0
+
+    deserializer = AvroDeserializer(registry)
+    seen = {}
+    deadline = time.time() + 60
+    while plain_id not in seen and time.time() < deadline:
+        msg = outcomes.poll(1.0)
+        if msg is None or msg.error() or msg.key() != product.encode():
+            continue
+        outcome = deserializer(msg.value(), SerializationContext(OUTCOMES, MessageField.VALUE))
+        seen[outcome["request_id"]] = outcome
+    outcomes.close()
+    assert plain_id in seen, f"the plain record after the aborted transaction was not decided: {sorted(seen)}"
+    assert all(seen.get(r, {}).get("status") == "ACCEPTED" for r in committed), seen
+    assert not any(r in seen for r in aborted), f"an aborted record was decided: {seen}"
+    assert seen[plain_id]["status"] == "ACCEPTED" and seen[plain_id]["remaining"] == 6
