@@ -123,8 +123,22 @@ impl SnapshotStore {
         let mut window = WINDOW_RECORDS_MIN;
         loop {
             let from = low.max(high - window);
+            let read_started = std::time::Instant::now();
             let chunks = self.read_chunks(partition, from, high).await?;
-            if let Some(state) = newest_complete(&chunks) {
+            let read_ms = read_started.elapsed().as_millis() as u64;
+            let decode_started = std::time::Instant::now();
+            let found = newest_complete(&chunks);
+            tracing::debug!(
+                partition,
+                from,
+                to = high,
+                chunks = chunks.len(),
+                read_ms,
+                decode_ms = decode_started.elapsed().as_millis() as u64,
+                complete = found.is_some(),
+                "snapshot window read"
+            );
+            if let Some(state) = found {
                 return Ok(Some(state));
             }
             if from == low {
