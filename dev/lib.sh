@@ -218,9 +218,15 @@ fs_java_major() {
 # PATH, any JVM under /usr/lib/jvm; else Debian's headless JRE is installed.
 ensure_java() {
   [[ -n "${FS_JAVA:-}" ]] && return 0
-  local c major
-  for c in "${FLASHSALE_JAVA:-}" "${JAVA_HOME:+$JAVA_HOME/bin/java}" "$(command -v java 2>/dev/null || true)" \
-    /usr/lib/jvm/*/bin/java; do
+  local c major candidates
+  # An explicit choice is the only candidate: a wrong one is an error, not
+  # something to work around silently.
+  if [[ -n "${FLASHSALE_JAVA:-}" ]]; then
+    candidates=("$FLASHSALE_JAVA")
+  else
+    candidates=("${JAVA_HOME:+$JAVA_HOME/bin/java}" "$(command -v java 2>/dev/null || true)" /usr/lib/jvm/*/bin/java)
+  fi
+  for c in "${candidates[@]}"; do
     [[ -n "$c" && -x "$c" ]] || continue
     major="$(fs_java_major "$c")"
     if [[ "$major" =~ ^[0-9]+$ ]] && ((major >= 17)); then

@@ -13,7 +13,7 @@ pub struct KafkaArgs {
     /// Group members (processors, sinks) that own no partition leave and
     /// rejoin their group when a partition has had lag and no committed
     /// progress for this many seconds (0: never). Repairs a rebalance that
-    /// left partitions unowned (seen with the dev broker); see
+    /// left partitions unowned (a broker-side defect); see
     /// `flashsale_schemas::kafka::StallWatch`.
     #[arg(long, env = "FLASHSALE_GROUP_STALL_S", default_value_t = 20)]
     pub group_stall_s: u64,
