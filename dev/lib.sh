@@ -256,10 +256,11 @@ fs_pom_property() {
 
 # fs_fetch_cached NAME POM DEST GOAL: run `mvn dependency:GOAL` for POM
 # (copy-dependencies: a pom's dependencies with theirs; copy: the files its
-# plugin configuration names) into DEST/jars, once. DEST is named after the pom's content hash by the
-# callers, so editing a pom fetches again and an unchanged one never does. A
-# flock serialises concurrent dev/up runs; the copy goes to a temporary
-# folder and is renamed only when complete, so an interrupted fetch is redone.
+# plugin configuration names) into DEST/jars, once. Callers name DEST after
+# the pom's content hash, so editing a pom fetches again and an unchanged one
+# never does. A flock serialises concurrent dev/up runs; the copy goes to a
+# temporary folder and is renamed only when complete, so an interrupted
+# fetch is redone.
 fs_fetch_cached() {
   local name="$1" pom="$2" dest="$3" goal="$4"
   [[ -f "$dest/.complete" ]] && return 0

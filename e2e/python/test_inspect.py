@@ -16,6 +16,7 @@ import time
 import uuid
 
 import requests
+from confluent_kafka import Producer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 INGRESS = os.environ.get("FLASHSALE_INGRESS_URL", "http://127.0.0.1:18080")
@@ -58,8 +59,6 @@ def _dead_letter_for_undecodable_record() -> str:
     """Produces bytes that are not Avro to the requests topic, keyed by a
     fresh product ID on its murmur2 partition, and returns that key: the
     processor must dead-letter it as `undecodable`."""
-    from confluent_kafka import Producer
-
     key = f"inspect-bad-{uuid.uuid4().hex[:12]}"
     producer = Producer({"bootstrap.servers": BROKERS, "partitioner": "murmur2_random", "acks": "all"})
     producer.produce(REQUESTS, key=key.encode(), value=b"not avro at all")

@@ -86,6 +86,25 @@ def registry():
     return SchemaRegistryClient({"url": REGISTRY})
 
 
+def configure_sale(product: str, stock: int, per_user_limit: int, price: str) -> None:
+    """Configures a sale through the ingress, as an operator would."""
+    sale = {"product_id": product, "stock": stock, "per_user_limit": per_user_limit, "price": price}
+    answer = requests.post(f"{INGRESS}/api/v1/sales", json=sale, timeout=10)
+    assert answer.status_code == 201, answer.text
+
+
+def requests_partitions() -> int:
+    """The requests topic's partition count, as the broker reports it."""
+    metadata = Consumer({"bootstrap.servers": BROKERS, "group.id": "interop-meta"}).list_topics(REQUESTS, timeout=10)
+    return len(metadata.topics[REQUESTS].partitions)
+
+
+def request_serializer(registry) -> AvroSerializer:
+    """confluent-kafka's serializer for the requests topic, from our schema file."""
+    schema_str = (ROOT / "schemas" / "avro" / "request.avsc").read_text()
+    return AvroSerializer(registry, schema_str, conf={"auto.register.schemas": True})
+
+
 def tail_outcomes(partitions: int) -> Consumer:
     consumer = Consumer(
         {
@@ -107,15 +126,11 @@ def test_external_avro_producer_is_decided_and_outcomes_read_back(registry):
     """20 buyers race for 5 units through Kafka directly: 5 ACCEPTED, 15
     REJECTED SOLD_OUT, each record on its murmur2 partition."""
     product = f"py-{uuid.uuid4().hex[:12]}"
-    sale = {"product_id": product, "stock": 5, "per_user_limit": 1, "price": "4.50"}
-    answer = requests.post(f"{INGRESS}/api/v1/sales", json=sale, timeout=10)
-    assert answer.status_code == 201, answer.text
+    configure_sale(product, stock=5, per_user_limit=1, price="4.50")
 
-    partitions = len(Consumer({"bootstrap.servers": BROKERS, "group.id": "interop-meta"}).list_topics(REQUESTS, timeout=10).topics[REQUESTS].partitions)
+    partitions = requests_partitions()
     outcomes = tail_outcomes(partitions)
-
-    schema_str = (ROOT / "schemas" / "avro" / "request.avsc").read_text()
-    serializer = AvroSerializer(registry, schema_str, conf={"auto.register.schemas": True})
+    serializer = request_serializer(registry)
     producer = Producer(
         {
             "bootstrap.servers": BROKERS,
@@ -179,14 +194,9 @@ def test_transactional_producer_only_committed_records_are_decided(registry):
     arrives only after everything before it in the log was decided, so
     "no outcome for the aborted two" is final once it is there."""
     product = f"py-txn-{uuid.uuid4().hex[:12]}"
-    sale = {"product_id": product, "stock": 10, "per_user_limit": 10, "price": "2.00"}
-    answer = requests.post(f"{INGRESS}/api/v1/sales", json=sale, timeout=10)
-    assert answer.status_code == 201, answer.text
-
-    metadata = Consumer({"bootstrap.servers": BROKERS, "group.id": "interop-meta"}).list_topics(REQUESTS, timeout=10)
-    outcomes = tail_outcomes(len(metadata.topics[REQUESTS].partitions))
-    schema_str = (ROOT / "schemas" / "avro" / "request.avsc").read_text()
-    serializer = AvroSerializer(registry, schema_str, conf={"auto.register.schemas": True})
+    configure_sale(product, stock=10, per_user_limit=10, price="2.00")
+    outcomes = tail_outcomes(requests_partitions())
+    serializer = request_serializer(registry)
 
     def record(tag):
         request = {
@@ -201,15 +211,21 @@ def test_transactional_producer_only_committed_records_are_decided(registry):
     common = {"bootstrap.servers": BROKERS, "partitioner": "murmur2_random", "acks": "all", "enable.idempotence": True}
     txn = Producer({**common, "transactional.id": f"interop-{uuid.uuid4()}"})
     txn.init_transactions(30)
-    committed, aborted = [], []
-    for ids, finish in ((committed, txn.commit_transaction), (aborted, txn.abort_transaction)):
+
+    def transaction(tag, count, finish):
+        """One transaction of `count` purchases, ended by `finish`; their IDs."""
         txn.begin_transaction()
-        for i in range(3 if ids is committed else 2):
-            request_id, value = record(f"{'c' if ids is committed else 'a'}{i}")
+        ids = []
+        for i in range(count):
+            request_id, value = record(f"{tag}{i}")
             ids.append(request_id)
             txn.produce(REQUESTS, key=product.encode(), value=value)
         txn.flush(30)
         finish(30)
+        return ids
+
+    committed = transaction("c", 3, txn.commit_transaction)
+    aborted = transaction("a", 2, txn.abort_transaction)
     plain_id, value = record("plain")
     plain = Producer(common)
     plain.produce(REQUESTS, key=product.encode(), value=value)
