@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
-# Container image with every flashsale binary (processor, sink, admin,
-# ingress, and the test tooling's binaries).  docker-compose.yml runs each service from it
-# with a different command.  The local dev scripts (dev/up) do not use Docker.
+# Container image with the services (processor, sink, ingress) and the
+# operator binary (flashsale-admin); the test tooling is not shipped.
+# docker-compose.yml runs each service from it with a different command.
+# The local dev scripts (dev/up) do not use Docker.
 
 # ---- build ------------------------------------------------------------------
 FROM rust:1-bookworm AS builder
@@ -16,9 +17,11 @@ COPY . .
 # are copied out in the same step.  --locked: build exactly Cargo.lock.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --workspace --bins \
+    cargo build --release --locked \
+       -p flashsale-processors -p flashsale-sinks -p flashsale-ingress -p flashsale-admin --bins \
  && mkdir -p /out \
- && find target/release -maxdepth 1 -type f -perm -u+x -name 'flashsale-*' -exec cp {} /out/ \; \
+ && cp target/release/flashsale-processor target/release/flashsale-sink \
+       target/release/flashsale-ingress target/release/flashsale-admin /out/ \
  && ls -l /out
 
 # ---- runtime ----------------------------------------------------------------

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
 use clap::Parser;
-use flashsale_schemas::config::{KafkaArgs, LogArgs, RegistryArgs, StoreArgs, TopicArgs};
+use flashsale_runtime::config::{KafkaArgs, LogArgs, RegistryArgs, StoreArgs, TopicArgs};
 use flashsale_schemas::records::QUANTITY_MAX;
 
 /// `flashsale-ingress`: the HTTP front of the pipeline. Validates purchases

@@ -7,7 +7,6 @@
 //! and drains in-flight requests, which still receive their outcomes because
 //! the listener is stopped only after the drain; then the producer flushes.
 
-use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,12 +22,13 @@ use flashsale_ingress::outcomes::{OutcomeListener, Waiters};
 use flashsale_ingress::read_model::StoreReadModel;
 use flashsale_ingress::submit::{KafkaPublisher, WaitingSubmitter};
 use flashsale_ingress::{app, AppState};
-use flashsale_schemas::kafka::producer_config;
+use flashsale_runtime::kafka::producer_config;
+use flashsale_runtime::ops::{init_tracing, shutdown_on_signals, spawn_ops, Ops};
+use flashsale_runtime::retry::{retry, Backoff};
 use flashsale_schemas::registry::Contract;
-use flashsale_schemas::runtime::{init_tracing, serve_ops, shutdown_on_signals, Ops};
 
-/// Attempts of each start-up step while its dependency comes up (1 s apart).
-const START_ATTEMPTS_MAX: u32 = 30;
+/// Each start-up step while its dependency comes up: 30 tries 1 s apart.
+const START_BACKOFF: Backoff = Backoff::fixed(30, Duration::from_secs(1));
 /// Longest wait for the producer's queue to drain at shutdown.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,24 +51,29 @@ async fn run(cfg: IngressConfig, shutdown: CancellationToken) -> anyhow::Result<
     let metrics = IngressMetrics::new()?;
     let topics = cfg.topics.contract_topics();
     let url = cfg.registry.schema_registry_url.clone();
-    let contract = retry("schema registration", &shutdown, || {
+    let contract = retry("schema registration", START_BACKOFF, &shutdown, || {
         Contract::register(&url, &topics)
     })
     .await?;
     let read_model = StoreReadModel::connect_lazy(&cfg.store.mysql_url, &cfg.store.redis_url)?;
     let waiters = Waiters::new(cfg.pending_max, metrics.pending_waiters.clone());
-    let listener = retry("outcome listener positioning", &shutdown, || async {
-        tokio::task::block_in_place(|| {
-            OutcomeListener::positioned(
-                &cfg.kafka.brokers,
-                &format!("{instance}-outcomes"),
-                &cfg.topics.outcomes_topic,
-                contract.clone(),
-                waiters.clone(),
-                metrics.clone(),
-            )
-        })
-    })
+    let listener = retry(
+        "outcome listener positioning",
+        START_BACKOFF,
+        &shutdown,
+        || async {
+            tokio::task::block_in_place(|| {
+                OutcomeListener::positioned(
+                    &cfg.kafka.brokers,
+                    &format!("{instance}-outcomes"),
+                    &cfg.topics.outcomes_topic,
+                    contract.clone(),
+                    waiters.clone(),
+                    metrics.clone(),
+                )
+            })
+        },
+    )
     .await?;
     let producer: FutureProducer = producer_config(&cfg.kafka.brokers, &instance).create()?;
     let publisher = KafkaPublisher::new(
@@ -91,7 +96,11 @@ async fn run(cfg: IngressConfig, shutdown: CancellationToken) -> anyhow::Result<
     };
     let listener_stop = CancellationToken::new();
     let listener_task = tokio::spawn(listener.run(listener_stop.clone()));
-    spawn_ops(&cfg, &metrics, &shutdown);
+    let ops = Ops {
+        registry: metrics.registry.clone(),
+        ..Ops::new()
+    };
+    spawn_ops(cfg.metrics_listen, ops, &shutdown);
     serve(&cfg, state, shutdown).await?;
     listener_stop.cancel();
     if let Err(e) = listener_task.await {
@@ -116,51 +125,4 @@ async fn serve(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;
     Ok(())
-}
-
-/// The optional separate ops listener (`/health`, `/metrics`) every
-/// flashsale service can expose, sharing the API's metrics registry.
-fn spawn_ops(cfg: &IngressConfig, metrics: &IngressMetrics, shutdown: &CancellationToken) {
-    let Some(addr) = cfg.metrics_listen else {
-        return;
-    };
-    let ops = Ops {
-        registry: metrics.registry.clone(),
-        ..Ops::new()
-    };
-    let token = shutdown.child_token();
-    tokio::spawn(async move {
-        if let Err(e) = serve_ops(addr, ops, token).await {
-            tracing::error!(error = %e, "ops endpoint failed");
-        }
-    });
-}
-
-/// Runs a start-up step until it succeeds, up to [`START_ATTEMPTS_MAX`]
-/// attempts 1 s apart; gives up early on shutdown.
-async fn retry<T, E, F, Fut>(
-    what: &str,
-    shutdown: &CancellationToken,
-    mut step: F,
-) -> anyhow::Result<T>
-where
-    E: std::fmt::Display + Into<anyhow::Error>,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match step().await {
-            Ok(value) => return Ok(value),
-            Err(e) if attempt < START_ATTEMPTS_MAX => {
-                tracing::warn!(attempt, step = what, error = %e, "start-up step failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => anyhow::bail!("shutdown during {what}"),
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }

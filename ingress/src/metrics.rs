@@ -90,7 +90,7 @@ impl IngressMetrics {
 
     /// The metrics as Prometheus text.
     pub fn render(&self) -> String {
-        flashsale_schemas::runtime::render_metrics(&self.registry)
+        flashsale_runtime::ops::render_metrics(&self.registry)
     }
 }
 

@@ -22,7 +22,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use flashsale_schemas::kafka::assign_consumer_config;
+use flashsale_runtime::kafka::assign_consumer_config;
 use flashsale_schemas::registry::Contract;
 use flashsale_schemas::{Outcome, ProductId, RequestId};
 
@@ -361,15 +361,9 @@ impl OutcomeListener {
 }
 
 fn partition_count(consumer: &StreamConsumer, topic: &str) -> Result<i32, ListenerError> {
-    let metadata = consumer.fetch_metadata(Some(topic), BROKER_CALL_TIMEOUT)?;
-    let count = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map_or(0, |t| t.partitions().len());
-    match i32::try_from(count) {
-        Ok(c) if c > 0 => Ok(c),
-        _ => Err(ListenerError::NoTopic(topic.to_owned())),
+    match flashsale_runtime::topics::partition_count(consumer, topic, BROKER_CALL_TIMEOUT)? {
+        0 => Err(ListenerError::NoTopic(topic.to_owned())),
+        count => Ok(count),
     }
 }
 

@@ -20,6 +20,7 @@ use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::Row;
 use tokio::sync::OnceCell;
 
+use flashsale_schemas::names::{redis_outcome_key, redis_stock_key};
 use flashsale_schemas::view::OutcomeView;
 use flashsale_schemas::{ProductId, RequestId, UserId};
 
@@ -33,10 +34,6 @@ const MYSQL_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1000);
 const MYSQL_QUERY_TIMEOUT: Duration = Duration::from_millis(2000);
 /// Longest Redis connection attempt and command.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
-/// Prefix of the per-product stock hash.
-const REDIS_STOCK_PREFIX: &str = "flashsale:stock:";
-/// Prefix of the per-request outcome view.
-const REDIS_OUTCOME_PREFIX: &str = "flashsale:outcome:";
 
 /// The read model cannot answer (down, timed out, tables missing).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -152,7 +149,7 @@ impl StoreReadModel {
     /// The Redis stock hash as `(offset, remaining)`; `None` when absent,
     /// incomplete or Redis is unreachable (MySQL answers then).
     async fn redis_remaining(&self, product_id: &ProductId) -> Option<(i64, i64)> {
-        let key = format!("{REDIS_STOCK_PREFIX}{product_id}");
+        let key = redis_stock_key(product_id.as_str());
         let fields: redis::RedisResult<HashMap<String, String>> = async {
             let mut conn = self.redis.connection().await?;
             conn.hgetall(&key).await
@@ -168,7 +165,7 @@ impl StoreReadModel {
     }
 
     async fn redis_outcome(&self, request_id: &RequestId) -> Option<OutcomeView> {
-        let key = format!("{REDIS_OUTCOME_PREFIX}{request_id}");
+        let key = redis_outcome_key(request_id.as_str());
         let json: redis::RedisResult<Option<String>> = async {
             let mut conn = self.redis.connection().await?;
             conn.get(&key).await

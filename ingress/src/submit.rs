@@ -73,7 +73,7 @@ pub trait Publisher: Send + Sync {
 
 /// The Kafka publisher: Confluent-framed Avro, key = product ID.
 pub struct KafkaPublisher {
-    /// Idempotent, acks=all, murmur2 producer (`flashsale_schemas::kafka`).
+    /// Idempotent, acks=all, murmur2 producer (`flashsale_runtime::kafka`).
     producer: FutureProducer,
     /// Encodes with the registered request schema ID.
     contract: Contract,

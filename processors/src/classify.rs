@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use flashsale_runtime::retry::{retry, Backoff, RetryError};
 use flashsale_schemas::avro::ContractError;
 use flashsale_schemas::partition::partition_for;
 use flashsale_schemas::records::DeadLetterReason;
@@ -19,10 +20,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ProcessorMetrics;
 
-/// Longest single backoff while the registry is unavailable.
-const REGISTRY_BACKOFF_MS_MAX: u64 = 2_000;
-/// Attempts before giving up on the registry (about a minute in all).
-const REGISTRY_ATTEMPTS_MAX: u32 = 40;
+/// Schema lookups while the registry is unavailable: 40 tries from 50 ms,
+/// doubling to at most 2 s apart (about a minute in all).
+const REGISTRY_BACKOFF: Backoff = Backoff {
+    attempts_max: 40,
+    first: Duration::from_millis(50),
+    max: Duration::from_millis(2_000),
+};
 
 /// A record as read from the requests topic.
 #[derive(Debug, Clone, Copy)]
@@ -146,26 +150,22 @@ async fn decode_with_retry(
     metrics: &ProcessorMetrics,
     cancel: &CancellationToken,
 ) -> Result<Result<Request, DecodeError>, ClassifyError> {
-    let mut backoff_ms = 50;
-    for attempt in 1..=REGISTRY_ATTEMPTS_MAX {
+    // Only an unavailable registry is retried; every other answer, good or
+    // bad, is final and goes back to the caller as it is.
+    let decoded = retry("schema lookup", REGISTRY_BACKOFF, cancel, || async {
         match contract.decode_request(value).await {
             Err(DecodeError::RegistryUnavailable(e)) => {
                 metrics.registry_retries.inc();
-                tracing::warn!(attempt, error = %e, "schema registry unavailable; retrying");
-                if attempt == REGISTRY_ATTEMPTS_MAX {
-                    return Err(ClassifyError::RegistryDown {
-                        attempts: attempt,
-                        last: e,
-                    });
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => return Err(ClassifyError::Cancelled),
-                    _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {},
-                }
-                backoff_ms = (backoff_ms * 2).min(REGISTRY_BACKOFF_MS_MAX);
+                Err(e)
             }
-            other => return Ok(other),
+            other => Ok(other),
         }
-    }
-    unreachable!("the loop returns on its last attempt")
+    })
+    .await;
+    decoded.map_err(|e| match e {
+        RetryError::Cancelled { .. } => ClassifyError::Cancelled,
+        RetryError::Exhausted { attempts, last, .. } => {
+            ClassifyError::RegistryDown { attempts, last }
+        }
+    })
 }

@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use flashsale_schemas::config::{KafkaArgs, LogArgs, RegistryArgs, TopicArgs};
+use flashsale_runtime::config::{KafkaArgs, LogArgs, RegistryArgs, TopicArgs};
 
-use crate::core::DedupeLimits;
+use flashsale_core::DedupeLimits;
 
 /// `flashsale-processor`: owns partitions of the requests topic and decides
 /// every record in them, exactly once in effect.

@@ -5,15 +5,15 @@
 //! writer of the stock of every product whose key hashes to it. No locks: the
 //! partition *is* the lock, and the log order *is* the serialisation order.
 //!
-//! Layout:
-//! * [`core`]: the pure decision function and the partition state.
+//! The decisions themselves are `flashsale-core`'s pure function; this
+//! crate feeds it records and carries its outcomes to the broker. Layout:
+//!
 //! * [`classify`]: turns a raw record into "decide this request" or "dead
 //!   letter it, because...", classified by whose fault it is.
 //! * [`replay`]: reads a range of a partition's log outside the group, to
 //!   rebuild state on assignment and to fill gaps.
 //! * [`runner`]: the consumer-group loop: poll a batch, decide, produce the
 //!   outcomes, await the broker's acks, then commit.
-//! * [`snapshot`]: the binary encoding of a partition state, for snapshots.
 //! * [`snapshot_store`]: writes snapshots to, and finds them on, the snapshots topic.
 //! * [`config`]: flags and environment.
 //! * [`metrics`]: Prometheus counters.
@@ -21,9 +21,7 @@
 
 pub mod classify;
 pub mod config;
-pub mod core;
 pub mod metrics;
 pub mod replay;
 pub mod runner;
-pub mod snapshot;
 pub mod snapshot_store;

@@ -13,7 +13,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
-use flashsale_schemas::kafka::assign_consumer_config;
+use flashsale_runtime::kafka::assign_consumer_config;
 
 /// Why a replay read failed.
 #[derive(Debug, thiserror::Error)]

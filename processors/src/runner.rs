@@ -32,20 +32,20 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use flashsale_runtime::group::{rejoin, StallWatch};
+use flashsale_runtime::kafka::{collect_batch, group_consumer_config, producer_config};
+use flashsale_runtime::topics::partition_count;
 use flashsale_schemas::avro::ContractError;
-use flashsale_schemas::kafka::{
-    collect_batch, group_consumer_config, producer_config, rejoin, StallWatch,
-};
 use flashsale_schemas::records::DeadLetterReason;
 use flashsale_schemas::registry::Contract;
 use flashsale_schemas::{DeadLetter, Outcome};
 
 use crate::classify::{classify, Classified, ClassifyError, RawRecord};
 use crate::config::ProcessorConfig;
-use crate::core::{DedupeLimits, PartitionState, Position};
 use crate::metrics::ProcessorMetrics;
 use crate::replay::{ReplayError, Replayer};
 use crate::snapshot_store::{SnapshotStore, SnapshotStoreError};
+use flashsale_core::{DedupeLimits, PartitionState, Position};
 
 /// Broker round-trips (metadata, offsets) give up after this long.
 const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -568,20 +568,14 @@ impl Runner {
 
     async fn fetch_partition_count(&self) -> Result<i32, RunError> {
         let topic = &self.cfg.topics.requests_topic;
-        let metadata = broker_call("metadata", || {
-            self.consumer
-                .fetch_metadata(Some(topic), BROKER_CALL_TIMEOUT)
+        let count = broker_call("metadata", || {
+            partition_count(&self.consumer, topic, BROKER_CALL_TIMEOUT)
         })
         .await?;
-        let count = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .map_or(0, |t| t.partitions().len());
         if count == 0 {
             return Err(RunError::NoTopic(topic.clone()));
         }
-        i32::try_from(count).map_err(|_| RunError::NoTopic(topic.clone()))
+        Ok(count)
     }
 
     fn events_pending(&self) -> bool {

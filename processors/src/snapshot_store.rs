@@ -17,9 +17,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use flashsale_schemas::registry::Contract;
 use flashsale_schemas::SnapshotChunk;
 
-use crate::core::PartitionState;
 use crate::replay::{ReplayError, Replayer};
-use crate::snapshot::{self, ENCODING, ENCODINGS_READ};
+use flashsale_core::snapshot::{self, ENCODING, ENCODINGS_READ};
+use flashsale_core::PartitionState;
 
 /// First tail window read when looking for a snapshot, in records.
 const WINDOW_RECORDS_MIN: i64 = 64;

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::{Parser, ValueEnum};
-use flashsale_schemas::config::{KafkaArgs, LogArgs, RegistryArgs, StoreArgs, TopicArgs};
+use flashsale_runtime::config::{KafkaArgs, LogArgs, RegistryArgs, StoreArgs, TopicArgs};
 
 /// Which read model a sink worker keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

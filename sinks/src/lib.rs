@@ -11,19 +11,15 @@
 //!   so each store does one write per product instead of one per outcome.
 //! * [`runner`]: the consume → write → commit loop, retrying store outages
 //!   with bounded backoff and never skipping an outcome.
-//! * [`admin`]: operator commands (topic creation).
-//! * [`reconcile`]: drift between the outcomes log, MySQL and Redis; Redis rebuild.
 //!
 //! Outcomes may arrive twice (processor replays, zombies): every write is an
 //! upsert by request ID, or a monotonic update guarded by the input offset,
 //! so a repeat changes nothing.
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod config;
 pub mod fold;
 pub mod metrics;
 pub mod mysql;
-pub mod reconcile;
 pub mod redis_store;
 pub mod runner;

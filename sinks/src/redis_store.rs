@@ -8,6 +8,7 @@
 
 use redis::aio::ConnectionManager;
 
+use flashsale_schemas::names::{redis_outcome_key, redis_soldout_key, redis_stock_key};
 use flashsale_schemas::view::OutcomeView;
 use flashsale_schemas::Outcome;
 
@@ -29,21 +30,6 @@ end
 return 1
 ";
 
-/// Redis key of a product's stock hash.
-pub fn stock_key(product: &str) -> String {
-    format!("flashsale:stock:{product}")
-}
-
-/// Redis key of a product's sold-out flag.
-pub fn soldout_key(product: &str) -> String {
-    format!("flashsale:soldout:{product}")
-}
-
-/// Redis key of a request's outcome.
-pub fn outcome_key(request: &str) -> String {
-    format!("flashsale:outcome:{request}")
-}
-
 /// Adds the guarded stock update for one product to a pipeline.
 pub fn push_stock_guard(
     pipe: &mut redis::Pipeline,
@@ -55,8 +41,8 @@ pub fn push_stock_guard(
     pipe.cmd("EVAL")
         .arg(STOCK_GUARD_LUA)
         .arg(2)
-        .arg(stock_key(product))
-        .arg(soldout_key(product))
+        .arg(redis_stock_key(product))
+        .arg(redis_soldout_key(product))
         .arg(offset)
         .arg(remaining)
         .arg(stock)
@@ -101,7 +87,7 @@ impl RedisStore {
                 ))
             })?;
             pipe.cmd("SET")
-                .arg(outcome_key(o.request_id.as_str()))
+                .arg(redis_outcome_key(o.request_id.as_str()))
                 .arg(json)
                 .arg("EX")
                 .arg(self.outcome_ttl_s)

@@ -16,9 +16,9 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use flashsale_schemas::kafka::{
-    collect_batch, group_consumer_config, rejoin, LoggingContext, StallWatch,
-};
+use flashsale_runtime::group::{rejoin, LoggingContext, StallWatch};
+use flashsale_runtime::kafka::{collect_batch, group_consumer_config};
+use flashsale_runtime::retry::{retry, Backoff};
 use flashsale_schemas::registry::{Contract, DecodeError};
 use flashsale_schemas::Outcome;
 
@@ -152,6 +152,17 @@ impl SinkRunner {
         Ok(())
     }
 
+    /// The backoff of every retry here: unbounded attempts, by design. A
+    /// sink that gave up would have to skip outcomes or exit; waiting keeps
+    /// its place in the log, and shutdown still ends the wait at once.
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            attempts_max: u32::MAX,
+            first: Duration::from_millis(BACKOFF_MS_MIN),
+            max: Duration::from_millis(self.cfg.backoff_ms_max.max(BACKOFF_MS_MIN)),
+        }
+    }
+
     /// Decodes a batch; `None` when shutdown interrupted a registry retry.
     async fn decode(
         &self,
@@ -164,25 +175,20 @@ impl SinkRunner {
                 self.metrics.undecodable.inc();
                 continue;
             };
-            let mut backoff_ms = BACKOFF_MS_MIN;
-            loop {
+            // Only an unavailable registry is retried; any other answer is final.
+            let decoded = retry("outcome decode", self.backoff(), cancel, || async {
                 match self.contract.decode_outcome(payload).await {
-                    Ok(o) => {
-                        outcomes.push(o);
-                        break;
-                    }
-                    Err(e @ DecodeError::RegistryUnavailable(_)) => {
-                        tracing::warn!(error = %e, "registry unavailable; retrying");
-                        if !pause(&mut backoff_ms, self.cfg.backoff_ms_max, cancel).await {
-                            return None;
-                        }
-                    }
-                    Err(e) => {
-                        // Not an outcome at all: nothing a read model could hold.
-                        self.metrics.undecodable.inc();
-                        tracing::error!(error = %e, partition = m.partition(), offset = m.offset(), "undecodable record on the outcomes topic");
-                        break;
-                    }
+                    Err(e @ DecodeError::RegistryUnavailable(_)) => Err(e),
+                    other => Ok(other),
+                }
+            })
+            .await;
+            match decoded.ok()? {
+                Ok(o) => outcomes.push(o),
+                Err(e) => {
+                    // Not an outcome at all: nothing a read model could hold.
+                    self.metrics.undecodable.inc();
+                    tracing::error!(error = %e, partition = m.partition(), offset = m.offset(), "undecodable record on the outcomes topic");
                 }
             }
         }
@@ -191,29 +197,27 @@ impl SinkRunner {
 
     /// Writes until the store takes the batch; `false` on shutdown.
     async fn write(&self, outcomes: &[Outcome], cancel: &CancellationToken) -> bool {
-        let mut backoff_ms = BACKOFF_MS_MIN;
-        loop {
+        let written = retry("store write", self.backoff(), cancel, || async {
             let started = Instant::now();
-            match self.store.apply(outcomes).await {
-                Ok(()) => {
-                    self.metrics
-                        .batch_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    self.metrics.outcomes_written.inc_by(outcomes.len() as u64);
-                    return true;
-                }
-                Err(e) => {
-                    self.metrics
-                        .write_retries
-                        .with_label_values(&[self.store.name()])
-                        .inc();
-                    tracing::warn!(store = self.store.name(), error = %e, backoff_ms, "store write failed; retrying");
-                    if !pause(&mut backoff_ms, self.cfg.backoff_ms_max, cancel).await {
-                        return false;
-                    }
-                }
+            let result = self.store.apply(outcomes).await;
+            match &result {
+                Ok(()) => self
+                    .metrics
+                    .batch_seconds
+                    .observe(started.elapsed().as_secs_f64()),
+                Err(_) => self
+                    .metrics
+                    .write_retries
+                    .with_label_values(&[self.store.name()])
+                    .inc(),
             }
+            result
+        })
+        .await;
+        if written.is_ok() {
+            self.metrics.outcomes_written.inc_by(outcomes.len() as u64);
         }
+        written.is_ok()
     }
 
     fn commit(&self, batch: &[OwnedMessage]) -> Result<(), SinkError> {
@@ -236,16 +240,5 @@ impl SinkRunner {
             tracing::warn!(error = %e, "commit failed");
         }
         Ok(())
-    }
-}
-
-/// Sleeps for the current backoff and doubles it (bounded); `false` when
-/// shutdown was requested instead.
-async fn pause(backoff_ms: &mut u64, max_ms: u64, cancel: &CancellationToken) -> bool {
-    let sleep = tokio::time::sleep(Duration::from_millis(*backoff_ms));
-    *backoff_ms = (*backoff_ms * 2).min(max_ms.max(BACKOFF_MS_MIN));
-    tokio::select! {
-        _ = cancel.cancelled() => false,
-        _ = sleep => true,
     }
 }

@@ -44,3 +44,23 @@ async fn concurrent_workers_migrate_a_fresh_database_once() {
     }
     assert_eq!(applied, vec![(1, true), (2, true)]);
 }
+
+/// Proves the contract's table names are the tables the migrations make:
+/// `flashsale_schemas::names::MYSQL_TABLES` is what operators and other
+/// crates are told, and the migrations (the source of the schema) agree.
+#[test]
+fn migrations_create_exactly_the_contract_tables() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut created = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let sql = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in sql.lines() {
+            if let Some(rest) = line.trim().strip_prefix("CREATE TABLE IF NOT EXISTS ") {
+                created.push(rest.split_whitespace().next().unwrap().to_owned());
+            }
+        }
+    }
+    created.sort();
+    created.dedup();
+    assert_eq!(created, flashsale_schemas::names::MYSQL_TABLES.to_vec());
+}

@@ -1,0 +1,34 @@
+//! # flashsale-load: load, baselines and benchmarks
+//!
+//! * [`workload`]: the flash-sale demand: many users, Zipf-skewed products,
+//!   demand far above stock, some clients retrying with the same request ID;
+//! * [`target`]: the HTTP shape every benchmarked system answers;
+//! * [`driver`]: open loop at a fixed rate (latency from the intended send
+//!   time) or closed loop over N connections;
+//! * [`tally`]: counts, HdrHistogram latencies and the [`tally::Report`];
+//! * [`scenario`]: one scenario against one system, then the stores' own
+//!   account of what was sold (oversold units, persisted orders);
+//! * [`chart`]: the SVG chart of a benchmark;
+//! * [`baseline`]: the old design's four strategies, as HTTP servers.
+//!
+//! Binaries: `flashsale-loadgen` drives one system; `flashsale-baseline`
+//! serves one baseline; `flashsale-bench` runs the same workloads against
+//! every baseline and the pipeline (`dev/bench`); `flashsale-restore-bench`
+//! measures a processor's restore; `flashsale-demo` is `dev/demo`'s sale.
+//! Test: `tests/bench_correctness.rs` (every system sells exactly its stock).
+//!
+//! May depend on: the contract, the runtime's client settings, the test kit
+//! and `flashsale-admin` (topics are made only there).
+
+pub mod baseline;
+pub mod chart;
+pub mod driver;
+pub mod scenario;
+pub mod tally;
+pub mod target;
+pub mod workload;
+
+pub use driver::{run, DriverConfig, Mode, Sample};
+pub use tally::{Report, Tally};
+pub use target::{Target, Verdict};
+pub use workload::{Plan, Workload, WorkloadSpec};
