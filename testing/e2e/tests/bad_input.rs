@@ -25,13 +25,38 @@ async fn every_bad_input_gets_its_4xx_and_service_keeps_serving() {
     let product = unique("bad-input");
     api.configure_sale(&product, 5, 5).await.unwrap();
     let path = format!("/api/v1/sales/{product}/purchases");
-    let json = Some("application/json");
-    let cases: Vec<Case<'_>> = vec![
+    for case in cases(&path) {
+        gets_its_error(&api, case).await;
+    }
+    oversized_body_gets_413(&api, &path).await;
+    still_serving(&api, &product).await;
+}
+
+/// The content type of a JSON body.
+const JSON: Option<&str> = Some("application/json");
+
+/// Every bad request but the oversized body, in order; `path` is the
+/// purchases path of a configured sale.
+fn cases(path: &str) -> Vec<Case<'static>> {
+    [
+        body_cases(path),
+        quantity_cases(path),
+        id_cases(path),
+        content_type_cases(path),
+        sale_cases(),
+        route_cases(path),
+    ]
+    .concat()
+}
+
+/// Purchase bodies that are not JSON or not the purchase's shape.
+fn body_cases(path: &str) -> Vec<Case<'static>> {
+    vec![
         (
             "malformed json",
             Method::POST,
-            path.clone(),
-            json,
+            path.to_owned(),
+            JSON,
             b"{\"user_id\":".to_vec(),
             StatusCode::BAD_REQUEST,
             "invalid_json",
@@ -39,8 +64,8 @@ async fn every_bad_input_gets_its_4xx_and_service_keeps_serving() {
         (
             "wrong type",
             Method::POST,
-            path.clone(),
-            json,
+            path.to_owned(),
+            JSON,
             br#"{"user_id":"u","quantity":"one"}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
@@ -48,8 +73,8 @@ async fn every_bad_input_gets_its_4xx_and_service_keeps_serving() {
         (
             "missing field",
             Method::POST,
-            path.clone(),
-            json,
+            path.to_owned(),
+            JSON,
             br#"{"quantity":1}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
@@ -57,17 +82,23 @@ async fn every_bad_input_gets_its_4xx_and_service_keeps_serving() {
         (
             "unknown field",
             Method::POST,
-            path.clone(),
-            json,
+            path.to_owned(),
+            JSON,
             br#"{"user_id":"u","quantity":1,"coupon":"x"}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
         ),
+    ]
+}
+
+/// Purchases of a quantity ≤ 0 or too large.
+fn quantity_cases(path: &str) -> Vec<Case<'static>> {
+    vec![
         (
             "quantity zero",
             Method::POST,
-            path.clone(),
-            json,
+            path.to_owned(),
+            JSON,
             br#"{"user_id":"u","quantity":0}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_quantity",
@@ -75,8 +106,8 @@ async fn every_bad_input_gets_its_4xx_and_service_keeps_serving() {
         (
             "quantity negative",
             Method::POST,
-            path.clone(),
-            json,
+            path.to_owned(),
+            JSON,
             br#"{"user_id":"u","quantity":-3}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_quantity",
@@ -84,17 +115,23 @@ async fn every_bad_input_gets_its_4xx_and_service_keeps_serving() {
         (
             "quantity too large",
             Method::POST,
-            path.clone(),
-            json,
+            path.to_owned(),
+            JSON,
             br#"{"user_id":"u","quantity":100000}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_quantity",
         ),
+    ]
+}
+
+/// Purchases with a bad user, request or product ID.
+fn id_cases(path: &str) -> Vec<Case<'static>> {
+    vec![
         (
             "empty user",
             Method::POST,
-            path.clone(),
-            json,
+            path.to_owned(),
+            JSON,
             br#"{"user_id":"","quantity":1}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_id",
@@ -102,8 +139,8 @@ async fn every_bad_input_gets_its_4xx_and_service_keeps_serving() {
         (
             "bad request id",
             Method::POST,
-            path.clone(),
-            json,
+            path.to_owned(),
+            JSON,
             br#"{"user_id":"u","quantity":1,"request_id":"a b"}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_id",
@@ -112,15 +149,21 @@ async fn every_bad_input_gets_its_4xx_and_service_keeps_serving() {
             "bad product in path",
             Method::POST,
             "/api/v1/sales/bad%20id/purchases".into(),
-            json,
+            JSON,
             br#"{"user_id":"u","quantity":1}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_id",
         ),
+    ]
+}
+
+/// Purchases that are not sent as JSON.
+fn content_type_cases(path: &str) -> Vec<Case<'static>> {
+    vec![
         (
             "not json content type",
             Method::POST,
-            path.clone(),
+            path.to_owned(),
             Some("text/plain"),
             br#"{"user_id":"u","quantity":1}"#.to_vec(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -129,17 +172,23 @@ async fn every_bad_input_gets_its_4xx_and_service_keeps_serving() {
         (
             "no content type",
             Method::POST,
-            path.clone(),
+            path.to_owned(),
             None,
             br#"{"user_id":"u","quantity":1}"#.to_vec(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
         ),
+    ]
+}
+
+/// Sale commands with bad terms.
+fn sale_cases() -> Vec<Case<'static>> {
+    vec![
         (
             "bad sale",
             Method::POST,
             "/api/v1/sales".into(),
-            json,
+            JSON,
             br#"{"product_id":"p","stock":-1,"per_user_limit":1,"price":"1.00"}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_sale",
@@ -148,11 +197,17 @@ async fn every_bad_input_gets_its_4xx_and_service_keeps_serving() {
             "bad price",
             Method::POST,
             "/api/v1/sales".into(),
-            json,
+            JSON,
             br#"{"product_id":"p","stock":1,"per_user_limit":1,"price":"abc"}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_sale",
         ),
+    ]
+}
+
+/// Requests no route or method takes.
+fn route_cases(path: &str) -> Vec<Case<'static>> {
+    vec![
         (
             "unknown route",
             Method::GET,
@@ -165,27 +220,36 @@ async fn every_bad_input_gets_its_4xx_and_service_keeps_serving() {
         (
             "wrong method",
             Method::DELETE,
-            path.clone(),
+            path.to_owned(),
             None,
             vec![],
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
         ),
-    ];
-    for (name, method, path, content_type, body, status, code) in cases {
-        let answer = api.raw(method, &path, content_type, body).await.unwrap();
-        assert_eq!(answer.status, status, "{name}: {answer:?}");
-        assert_eq!(answer.error_code(), Some(code), "{name}: {answer:?}");
-        assert!(
-            answer.body["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "{name}"
-        );
-    }
-    oversized_body_gets_413(&api, &path).await;
+    ]
+}
+
+/// Sends one bad request and checks its status, code and message.
+async fn gets_its_error(
+    api: &Api,
+    (name, method, path, content_type, body, status, code): Case<'_>,
+) {
+    let answer = api.raw(method, &path, content_type, body).await.unwrap();
+    assert_eq!(answer.status, status, "{name}: {answer:?}");
+    assert_eq!(answer.error_code(), Some(code), "{name}: {answer:?}");
+    assert!(
+        answer.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{name}"
+    );
+}
+
+/// After all the bad input, a valid purchase still succeeds and /metrics
+/// still answers.
+async fn still_serving(api: &Api, product: &str) {
     let ok = api
-        .purchase(&product, "after-bad-input", 1, None)
+        .purchase(product, "after-bad-input", 1, None)
         .await
         .unwrap();
     assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
@@ -214,12 +278,7 @@ async fn oversized_body_gets_413(api: &Api, path: &str) {
     let mut answer = None;
     for _ in 0..20 {
         let sent = api
-            .raw(
-                Method::POST,
-                path,
-                Some("application/json"),
-                huge.clone().into_bytes(),
-            )
+            .raw(Method::POST, path, JSON, huge.clone().into_bytes())
             .await;
         if let Ok(a) = sent {
             answer = Some(a);

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use flashsale_testkit::{await_read_model, eventually, product_on_partition, unique, Api, Env};
+use flashsale_testkit::{
+    await_read_model, partitions, product_on_partition, unique, Answer, Api, Env, ReadModel,
+};
 use futures::future::join_all;
 use reqwest::StatusCode;
 
@@ -15,6 +17,46 @@ const PROJECTION_LAG_MAX: Duration = Duration::from_secs(30);
 
 fn api() -> Api {
     Api::new(&Env::from_env().ingress_url)
+}
+
+/// Sends `count` purchases of one unit of `product` at once, the i-th as
+/// user `user(i)`, all with `request_id` (None: the ingress makes one each).
+async fn buy_at_once(
+    api: &Api,
+    product: &str,
+    count: usize,
+    user: impl Fn(usize) -> String,
+    request_id: Option<&str>,
+) -> Vec<Answer> {
+    join_all((0..count).map(|i| {
+        let user = user(i);
+        async move { api.purchase(product, &user, 1, request_id).await.unwrap() }
+    }))
+    .await
+}
+
+/// How many answers have `field` equal to `value`.
+fn count(answers: &[Answer], field: &str, value: &str) -> usize {
+    answers.iter().filter(|a| a.body[field] == value).count()
+}
+
+fn assert_all_ok(answers: &[Answer]) {
+    assert!(
+        answers.iter().all(|a| a.status == StatusCode::OK),
+        "{answers:?}"
+    );
+}
+
+/// Waits for one product's read models to satisfy `settled` (see
+/// [`await_read_model`]), on fresh connections.
+async fn await_settled(
+    env: &Env,
+    product: &str,
+    settled: impl Fn(&ReadModel) -> bool,
+) -> (bool, anyhow::Result<ReadModel>) {
+    let pool = env.mysql().await.unwrap();
+    let redis = env.redis().await.unwrap();
+    await_read_model(&pool, &redis, product, PROJECTION_LAG_MAX, settled).await
 }
 
 /// The old design's own test, which it failed (100 of 100 "succeeded"):
@@ -28,33 +70,14 @@ async fn hundred_buyers_ten_items_exactly_ten_accepted() {
     let product = unique("old-scenario");
     api.configure_sale(&product, 10, 1).await.unwrap();
 
-    let answers = join_all((0..100).map(|i| {
-        let (api, product) = (api.clone(), product.clone());
-        async move {
-            api.purchase(&product, &format!("buyer-{i}"), 1, None)
-                .await
-                .unwrap()
-        }
-    }))
-    .await;
+    let answers = buy_at_once(&api, &product, 100, |i| format!("buyer-{i}"), None).await;
 
-    assert!(
-        answers.iter().all(|a| a.status == StatusCode::OK),
-        "{answers:?}"
-    );
-    let accepted = answers
-        .iter()
-        .filter(|a| a.body["status"] == "accepted")
-        .count();
-    let sold_out = answers
-        .iter()
-        .filter(|a| a.body["reason"] == "sold_out")
-        .count();
+    assert_all_ok(&answers);
+    let accepted = count(&answers, "status", "accepted");
+    let sold_out = count(&answers, "reason", "sold_out");
     assert_eq!((accepted, sold_out), (10, 90));
 
-    let pool = env.mysql().await.unwrap();
-    let redis = env.redis().await.unwrap();
-    let (settled, m) = await_read_model(&pool, &redis, &product, PROJECTION_LAG_MAX, |m| {
+    let (settled, m) = await_settled(&env, &product, |m| {
         m.mysql_orders == 10 && m.mysql_remaining == Some(0) && m.redis_remaining == Some(0)
     })
     .await;
@@ -71,19 +94,9 @@ async fn per_user_limit_holds_under_concurrency() {
     let product = unique("limit");
     api.configure_sale(&product, 100, 2).await.unwrap();
     let user = unique("greedy");
-    let answers = join_all((0..20).map(|_| {
-        let (api, product, user) = (api.clone(), product.clone(), user.clone());
-        async move { api.purchase(&product, &user, 1, None).await.unwrap() }
-    }))
-    .await;
-    let accepted = answers
-        .iter()
-        .filter(|a| a.body["status"] == "accepted")
-        .count();
-    let limited = answers
-        .iter()
-        .filter(|a| a.body["reason"] == "limit_exceeded")
-        .count();
+    let answers = buy_at_once(&api, &product, 20, |_| user.clone(), None).await;
+    let accepted = count(&answers, "status", "accepted");
+    let limited = count(&answers, "reason", "limit_exceeded");
     assert_eq!((accepted, limited), (2, 18), "{answers:?}");
 }
 
@@ -96,19 +109,15 @@ async fn same_request_id_is_decided_once() {
     let product = unique("idem");
     api.configure_sale(&product, 5, 5).await.unwrap();
     let request_id = unique("req");
-    let answers = join_all((0..10).map(|_| {
-        let (api, product, request_id) = (api.clone(), product.clone(), request_id.clone());
-        async move {
-            api.purchase(&product, "idem-user", 1, Some(&request_id))
-                .await
-                .unwrap()
-        }
-    }))
+    let answers = buy_at_once(
+        &api,
+        &product,
+        10,
+        |_| "idem-user".to_owned(),
+        Some(&request_id),
+    )
     .await;
-    assert!(
-        answers.iter().all(|a| a.status == StatusCode::OK),
-        "{answers:?}"
-    );
+    assert_all_ok(&answers);
     assert!(
         answers.iter().all(|a| a.body == answers[0].body),
         "{answers:?}"
@@ -123,9 +132,7 @@ async fn same_request_id_is_decided_once() {
         .unwrap();
     assert_eq!(late.body, answers[0].body);
 
-    let pool = env.mysql().await.unwrap();
-    let redis = env.redis().await.unwrap();
-    let (settled, m) = await_read_model(&pool, &redis, &product, PROJECTION_LAG_MAX, |m| {
+    let (settled, m) = await_settled(&env, &product, |m| {
         m.mysql_remaining == Some(4) && m.redis_remaining == Some(4)
     })
     .await;
@@ -148,10 +155,7 @@ async fn same_request_id_is_decided_once() {
 async fn many_products_across_partitions_sell_exactly_their_stock() {
     let env = Env::from_env();
     let api = api();
-    let partitions: i32 = std::env::var("FLASHSALE_PARTITIONS")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(8);
+    let partitions = partitions();
     let products: Vec<String> = (0..partitions * 2)
         .map(|i| product_on_partition("many", i % partitions, partitions))
         .collect();
@@ -213,16 +217,17 @@ async fn sales_read_back_and_unknown_products_are_404() {
     api.configure_sale(&product, 3, 1).await.unwrap();
     let bought = api.purchase(&product, "reader", 1, None).await.unwrap();
     assert_eq!(bought.body["status"], "accepted");
-    let ok = eventually(PROJECTION_LAG_MAX, || {
-        let (api, product) = (api.clone(), product.clone());
-        async move {
-            let sale = api.get(&format!("/api/v1/sales/{product}")).await?;
-            Ok(sale.status == StatusCode::OK
-                && sale.body["remaining"] == 2
-                && sale.body["stock"] == 3)
-        }
-    })
-    .await;
+    let ok = api
+        .await_get(
+            &format!("/api/v1/sales/{product}"),
+            PROJECTION_LAG_MAX,
+            |sale| {
+                sale.status == StatusCode::OK
+                    && sale.body["remaining"] == 2
+                    && sale.body["stock"] == 3
+            },
+        )
+        .await;
     assert!(
         ok,
         "{:?}",

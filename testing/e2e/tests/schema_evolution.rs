@@ -8,11 +8,10 @@ use std::time::Duration;
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use flashsale_schemas::avro::{self, REQUEST_SCHEMA};
-use flashsale_schemas::registry::value_subject;
+use flashsale_schemas::registry::{value_subject, Contract};
 use flashsale_schemas::wire;
-use flashsale_testkit::kafka::{contract, producer};
-use flashsale_testkit::{eventually, unique, Api, Env};
-use rdkafka::producer::FutureRecord;
+use flashsale_testkit::kafka::{contract, produce_request, producer};
+use flashsale_testkit::{unique, Api, Env};
 use schema_registry_converter::async_impl::schema_registry::post_schema;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 
@@ -51,7 +50,33 @@ async fn v2_writer_is_decided_and_incompatible_schema_is_refused() {
     let product = unique("evolve");
     api.configure_sale(&product, 3, 3).await.unwrap();
     let request_id = unique("v2req");
-    let v2 = Schema::parse_str(&v2_text).unwrap();
+    let payload = v2_purchase(&v2_text, registered.id, &request_id, &product);
+    produce_request(&env, &producer(&env).unwrap(), &product, &payload, None)
+        .await
+        .unwrap();
+    let decided = api
+        .await_get(
+            &format!("/api/v1/purchases/{request_id}"),
+            Duration::from_secs(30),
+            |a| a.body["status"] == "accepted" && a.body["remaining"] == 1,
+        )
+        .await;
+    assert!(decided, "the v2 record was decided");
+
+    incompatible_v3_is_refused(&contract, &subject).await;
+    let config: serde_json::Value = reqwest::get(format!("{}/config/{subject}", env.registry_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["compatibilityLevel"], "BACKWARD");
+}
+
+/// The wire bytes of a purchase of 2 units written with v2 (`v2_text`,
+/// registered as `schema_id`), its new `channel` field set.
+fn v2_purchase(v2_text: &str, schema_id: u32, request_id: &str, product: &str) -> Vec<u8> {
+    let v2 = Schema::parse_str(v2_text).unwrap();
     let value = Value::Union(
         0,
         Box::new(Value::Record(vec![
@@ -59,35 +84,18 @@ async fn v2_writer_is_decided_and_incompatible_schema_is_refused() {
                 "channel".into(),
                 Value::Union(1, Box::new(Value::String("mobile".into()))),
             ),
-            ("request_id".into(), Value::String(request_id.clone())),
+            ("request_id".into(), Value::String(request_id.into())),
             ("user_id".into(), Value::String("v2-user".into())),
-            ("product_id".into(), Value::String(product.clone())),
+            ("product_id".into(), Value::String(product.into())),
             ("quantity".into(), Value::Int(2)),
             ("received_at".into(), Value::TimestampMillis(1)),
         ])),
     );
-    let payload = wire::frame(registered.id, &avro::write_body(&v2, value).unwrap());
-    producer(&env)
-        .unwrap()
-        .send(
-            FutureRecord::to(&env.requests_topic)
-                .key(product.as_str())
-                .payload(&payload),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
-    let decided = eventually(Duration::from_secs(30), || {
-        let (api, request_id) = (api.clone(), request_id.clone());
-        async move {
-            let answer = api.get(&format!("/api/v1/purchases/{request_id}")).await?;
-            Ok(answer.body["status"] == "accepted" && answer.body["remaining"] == 1)
-        }
-    })
-    .await;
-    assert!(decided, "the v2 record was decided");
+    wire::frame(schema_id, &avro::write_body(&v2, value).unwrap())
+}
 
+/// The registry refuses a v3 that changes `quantity` from int to string.
+async fn incompatible_v3_is_refused(contract: &Contract, subject: &str) {
     let v3 = REQUEST_SCHEMA.replacen(
         "{\"name\": \"quantity\", \"type\": \"int\"",
         "{\"name\": \"quantity\", \"type\": \"string\"",
@@ -96,17 +104,9 @@ async fn v2_writer_is_decided_and_incompatible_schema_is_refused() {
     assert_ne!(v3, REQUEST_SCHEMA);
     let refused = post_schema(
         contract.settings(),
-        subject.clone(),
+        subject.to_owned(),
         SuppliedSchema::new(None, SchemaType::Avro, v3),
     )
     .await;
     assert!(refused.is_err(), "an incompatible schema must be refused");
-
-    let config: serde_json::Value = reqwest::get(format!("{}/config/{subject}", env.registry_url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(config["compatibilityLevel"], "BACKWARD");
 }

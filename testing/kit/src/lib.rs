@@ -413,4 +413,53 @@ pub mod kafka {
             .find(|h| h.key == key)
             .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
     }
+
+    /// Produces `payload` under `key` to the requests topic, as an external
+    /// producer would: on `partition`, or where the key hashes when None.
+    /// Waits up to 10 s for the delivery; returns its partition and offset.
+    pub async fn produce_request(
+        env: &Env,
+        producer: &FutureProducer,
+        key: &str,
+        payload: &[u8],
+        partition: Option<i32>,
+    ) -> anyhow::Result<(i32, i64)> {
+        let mut record = rdkafka::producer::FutureRecord::to(&env.requests_topic)
+            .key(key)
+            .payload(payload);
+        record.partition = partition;
+        let delivery = producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)?;
+        Ok((delivery.partition, delivery.offset))
+    }
+}
+
+/// The partition count the stack runs with (`FLASHSALE_PARTITIONS`, as
+/// `dev/env` exports it; 8 by default).
+pub fn partitions() -> i32 {
+    std::env::var("FLASHSALE_PARTITIONS")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8)
+}
+
+impl Api {
+    /// GETs `path` (every 100 ms, as [`eventually`]) until `accept` takes
+    /// the answer or `timeout` passes; returns whether it did. For answers
+    /// that change asynchronously: decisions, projections.
+    pub async fn await_get(
+        &self,
+        path: &str,
+        timeout: Duration,
+        accept: impl Fn(&Answer) -> bool,
+    ) -> bool {
+        let accept = &accept;
+        eventually(
+            timeout,
+            || async move { Ok(accept(&self.get(path).await?)) },
+        )
+        .await
+    }
 }
