@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use rand::seq::IndexedRandom as _;
 
 use crate::fleet::{append_line, Fleet, Role};
-use crate::rng::Rng;
+use crate::rng::{seeded, Rng};
 
 /// One fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,148 +143,195 @@ pub async fn run(
     seed: u64,
     started: Instant,
 ) -> anyhow::Result<FaultCounts> {
-    let mut rng = Rng::new(seed);
-    let mut counts = FaultCounts::default();
-    let mut extras: Vec<String> = Vec::new();
-    let total = CYCLE.len() * spec.cycles_max.max(1);
+    let mut injector = Injector {
+        fleet,
+        spec,
+        rng: seeded(seed),
+        counts: FaultCounts::default(),
+        extras: Vec::new(),
+        started,
+    };
+    let total = CYCLE.len() * injector.spec.cycles_max.max(1);
     for i in 0..total {
         if i >= CYCLE.len() && load_done.load(Ordering::SeqCst) {
             break;
         }
-        tokio::time::sleep(spec.gap).await;
+        tokio::time::sleep(injector.spec.gap).await;
         let fault = CYCLE[i % CYCLE.len()];
-        apply(
-            &fleet,
-            &spec,
-            fault,
-            &mut rng,
-            &mut counts,
-            &mut extras,
-            started,
-        )
-        .await
-        .with_context(|| format!("fault {fault:?}"))?;
+        injector
+            .apply(fault)
+            .await
+            .with_context(|| format!("fault {fault:?}"))?;
     }
     // A processor added in a cycle cut short is removed too.
-    for name in extras.drain(..) {
-        let how = fleet.retire(&name).await?;
-        counts.rebalances += 1;
-        event(
-            &spec.events_log,
-            started,
-            &format!("scale down: SIGTERM {name} ({how})"),
-        );
-    }
-    Ok(counts)
+    injector.retire_extras().await?;
+    Ok(injector.counts)
 }
 
-async fn apply(
-    fleet: &Fleet,
-    spec: &FaultSpec,
-    fault: Fault,
-    rng: &mut Rng,
-    counts: &mut FaultCounts,
-    extras: &mut Vec<String>,
+/// What the faults act on and what they have done so far.
+struct Injector {
+    /// The run's processes.
+    fleet: Arc<Fleet>,
+    /// Pacing, targets and the events log.
+    spec: FaultSpec,
+    /// Picks the kill and pause targets.
+    rng: Rng,
+    /// What happened, for the report.
+    counts: FaultCounts,
+    /// Processors added by [`Fault::ScaleUp`] and not yet removed, oldest first.
+    extras: Vec<String>,
+    /// When the run started (event timestamps are relative to it).
     started: Instant,
-) -> anyhow::Result<()> {
-    let log = &spec.events_log;
-    match fault {
-        Fault::Kill => {
-            let targets: Vec<String> = fleet
-                .names(None)
-                .into_iter()
-                .filter(|n| fleet.role(n).is_some_and(Role::killable))
-                .collect();
-            let Some(name) = rng.pick(&targets).cloned() else {
-                event(log, started, "kill: nothing to kill");
-                return Ok(());
-            };
-            // It may have exited on its own since it was picked: the
-            // supervisor restarts it, and this kill is skipped.
-            let pid = match fleet.kill(&name) {
-                Ok(pid) => pid,
-                Err(e) => {
-                    event(log, started, &format!("kill: skipped {name}: {e:#}"));
-                    return Ok(());
-                }
-            };
-            counts.kills += 1;
-            event(log, started, &format!("kill: SIGKILL {name} (pid {pid})"));
-            tokio::time::sleep(spec.down).await;
-            let pid = fleet.restart(&name)?;
-            event(log, started, &format!("kill: restarted {name} (pid {pid})"));
-        }
-        Fault::ScaleUp => {
-            let (name, pid) = fleet.start_extra_processor()?;
-            extras.push(name.clone());
-            counts.rebalances += 1;
-            event(
-                log,
-                started,
-                &format!("scale up: started {name} (pid {pid})"),
-            );
-        }
-        Fault::ScaleDown => {
-            if let Some(name) = extras.pop() {
-                let how = fleet.retire(&name).await?;
-                counts.rebalances += 1;
-                event(log, started, &format!("scale down: SIGTERM {name} ({how})"));
-            }
-        }
-        Fault::Pause => {
-            let processors = fleet.names(Some(Role::Processor));
-            let Some(name) = rng.pick(&processors).cloned() else {
-                event(log, started, "pause: no processor");
-                return Ok(());
-            };
-            let pid = fleet.signal(&name, "STOP")?;
-            counts.pauses += 1;
-            event(
-                log,
-                started,
-                &format!("pause: SIGSTOP {name} (pid {pid}) for {:?}", spec.pause),
-            );
-            tokio::time::sleep(spec.pause).await;
-            // The chaos owns this process until now: nothing else signals it.
-            fleet.signal(&name, "CONT")?;
-            event(
-                log,
-                started,
-                &format!("pause: SIGCONT {name} (pid {pid}): a zombie resumes"),
-            );
-        }
-        Fault::RestartBroker => {
-            // A crash, not a graceful stop: Kafka then recovers unflushed
-            // segments on start, the harder case for every client.
-            event(log, started, "broker: dev/restart --crash kafka");
-            restart(spec, &["--crash", "kafka"], &spec.broker_addr, started).await?;
-            counts.broker_restarts += 1;
-            let deadline = Instant::now() + BROKER_SETTLE_MAX;
-            while !broker_answers(&spec.brokers, &spec.probe_topic).await {
-                anyhow::ensure!(
-                    Instant::now() < deadline,
-                    "the broker answers no metadata for {} {BROKER_SETTLE_MAX:?} after its restart: \
-                     see .dev/logs/kafka-server.log",
-                    spec.probe_topic
-                );
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            event(log, started, "broker: back, answering metadata requests");
-        }
-        Fault::RestartRedis => {
-            event(log, started, "redis: dev/restart redis");
-            restart(spec, &["redis"], &spec.redis_addr, started).await?;
-            counts.redis_restarts += 1;
-            event(log, started, "redis: back");
-        }
-        Fault::RestartMysql => {
-            event(log, started, "mysql: dev/restart mariadb");
-            restart(spec, &["mariadb"], &spec.mysql_addr, started).await?;
-            counts.mysql_restarts += 1;
-            event(log, started, "mysql: back");
+}
+
+impl Injector {
+    /// Records an event of the run (see [`event`]).
+    fn event(&self, text: &str) {
+        event(&self.spec.events_log, self.started, text);
+    }
+
+    /// Injects one fault.
+    async fn apply(&mut self, fault: Fault) -> anyhow::Result<()> {
+        match fault {
+            Fault::Kill => self.kill().await,
+            Fault::ScaleUp => self.scale_up(),
+            Fault::ScaleDown => self.scale_down().await,
+            Fault::Pause => self.pause().await,
+            Fault::RestartBroker => self.restart_broker().await,
+            Fault::RestartRedis => self.restart_redis().await,
+            Fault::RestartMysql => self.restart_mysql().await,
         }
     }
-    Ok(())
+
+    /// SIGKILLs a random processor or sink and restarts it after `spec.down`.
+    async fn kill(&mut self) -> anyhow::Result<()> {
+        let targets: Vec<String> = self
+            .fleet
+            .names(None)
+            .into_iter()
+            .filter(|n| self.fleet.role(n).is_some_and(Role::killable))
+            .collect();
+        let Some(name) = targets.choose(&mut self.rng).cloned() else {
+            self.event("kill: nothing to kill");
+            return Ok(());
+        };
+        // It may have exited on its own since it was picked: the
+        // supervisor restarts it, and this kill is skipped.
+        let pid = match self.fleet.kill(&name) {
+            Ok(pid) => pid,
+            Err(e) => {
+                self.event(&format!("kill: skipped {name}: {e:#}"));
+                return Ok(());
+            }
+        };
+        self.counts.kills += 1;
+        self.event(&format!("kill: SIGKILL {name} (pid {pid})"));
+        tokio::time::sleep(self.spec.down).await;
+        let pid = self.fleet.restart(&name)?;
+        self.event(&format!("kill: restarted {name} (pid {pid})"));
+        Ok(())
+    }
+
+    /// Starts one more processor (a rebalance).
+    fn scale_up(&mut self) -> anyhow::Result<()> {
+        let (name, pid) = self.fleet.start_extra_processor()?;
+        self.extras.push(name.clone());
+        self.counts.rebalances += 1;
+        self.event(&format!("scale up: started {name} (pid {pid})"));
+        Ok(())
+    }
+
+    /// SIGTERMs the newest extra processor, if any (a rebalance).
+    async fn scale_down(&mut self) -> anyhow::Result<()> {
+        if let Some(name) = self.extras.pop() {
+            self.retire(&name).await?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERMs every extra processor still running, oldest first.
+    async fn retire_extras(&mut self) -> anyhow::Result<()> {
+        for name in std::mem::take(&mut self.extras) {
+            self.retire(&name).await?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERMs the extra processor `name` (a rebalance).
+    async fn retire(&mut self, name: &str) -> anyhow::Result<()> {
+        let how = self.fleet.retire(name).await?;
+        self.counts.rebalances += 1;
+        self.event(&format!("scale down: SIGTERM {name} ({how})"));
+        Ok(())
+    }
+
+    /// SIGSTOPs a random processor for `spec.pause`, then SIGCONTs it.
+    async fn pause(&mut self) -> anyhow::Result<()> {
+        let processors = self.fleet.names(Some(Role::Processor));
+        let Some(name) = processors.choose(&mut self.rng).cloned() else {
+            self.event("pause: no processor");
+            return Ok(());
+        };
+        let pid = self.fleet.signal(&name, "STOP")?;
+        self.counts.pauses += 1;
+        self.event(&format!(
+            "pause: SIGSTOP {name} (pid {pid}) for {:?}",
+            self.spec.pause
+        ));
+        tokio::time::sleep(self.spec.pause).await;
+        // The chaos owns this process until now: nothing else signals it.
+        self.fleet.signal(&name, "CONT")?;
+        self.event(&format!(
+            "pause: SIGCONT {name} (pid {pid}): a zombie resumes"
+        ));
+        Ok(())
+    }
+
+    /// Crash-restarts the broker and waits until it answers metadata again.
+    async fn restart_broker(&mut self) -> anyhow::Result<()> {
+        let spec = &self.spec;
+        // A crash, not a graceful stop: Kafka then recovers unflushed
+        // segments on start, the harder case for every client.
+        self.event("broker: dev/restart --crash kafka");
+        restart(spec, &["--crash", "kafka"], &spec.broker_addr, self.started).await?;
+        self.counts.broker_restarts += 1;
+        let deadline = Instant::now() + BROKER_SETTLE_MAX;
+        while !broker_answers(&spec.brokers, &spec.probe_topic).await {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the broker answers no metadata for {} {BROKER_SETTLE_MAX:?} after its restart: \
+                 see .dev/logs/kafka-server.log",
+                spec.probe_topic
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        self.event("broker: back, answering metadata requests");
+        Ok(())
+    }
+
+    /// Restarts Redis.
+    async fn restart_redis(&mut self) -> anyhow::Result<()> {
+        self.event("redis: dev/restart redis");
+        restart(&self.spec, &["redis"], &self.spec.redis_addr, self.started).await?;
+        self.counts.redis_restarts += 1;
+        self.event("redis: back");
+        Ok(())
+    }
+
+    /// Restarts MySQL (MariaDB).
+    async fn restart_mysql(&mut self) -> anyhow::Result<()> {
+        self.event("mysql: dev/restart mariadb");
+        restart(
+            &self.spec,
+            &["mariadb"],
+            &self.spec.mysql_addr,
+            self.started,
+        )
+        .await?;
+        self.counts.mysql_restarts += 1;
+        self.event("mysql: back");
+        Ok(())
+    }
 }
 
 /// Runs `dev/restart ARGS`, its output appended to the events log, then

@@ -370,7 +370,7 @@ impl Fleet {
     /// Restarts every child that exited although nobody stopped it (the
     /// crash-only services' supervisor) and returns those exits. A child
     /// that dies again at once is restarted at most every
-    /// [`RESPAWN_INTERVAL_MIN`], on a later call.
+    /// `RESPAWN_INTERVAL_MIN`, on a later call.
     pub fn supervise(&self) -> Vec<SelfExit> {
         let mut found = Vec::new();
         let mut guard = lock(&self.members);

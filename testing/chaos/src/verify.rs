@@ -2,7 +2,7 @@
 //! beginning, the processors' consumer-group lag, the read models, and the
 //! checks that compare them with what every client was told.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use flashsale_schemas::names::{redis_outcome_key, redis_stock_key, REDIS_KEY_PRE
 use flashsale_schemas::registry::Contract;
 use flashsale_schemas::{Outcome, OutcomeKind, Status};
 
-use crate::workload::{Decision, Final, Outcome as ClientOutcome, Plan};
+use crate::workload::{ClientOutcome, Decision, Final, Product, Purchase, SalePlan};
 
 /// Broker round-trips give up after this long.
 const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -234,75 +234,142 @@ pub async fn read_stores(
 ) -> anyhow::Result<Stores> {
     let mut stores = Stores::default();
     for chunk in products.chunks(100) {
-        let marks = vec!["?"; chunk.len()].join(",");
-        let sql = format!(
-            "SELECT order_id, request_id, product_id, user_id, CAST(quantity AS SIGNED) FROM orders WHERE product_id IN ({marks})"
-        );
-        let mut query = sqlx::query_as::<_, (String, String, String, String, i64)>(&sql);
-        for p in chunk {
-            query = query.bind(p);
-        }
-        for (order_id, request_id, product_id, user_id, quantity) in query.fetch_all(pool).await? {
-            stores.orders.push(OrderRow {
+        stores.orders.extend(read_orders(pool, chunk).await?);
+        stores
+            .mysql_remaining
+            .extend(read_mysql_remaining(pool, chunk).await?);
+        stores
+            .mysql_decisions
+            .extend(read_mysql_decisions(pool, chunk).await?);
+    }
+    for chunk in requests.chunks(200) {
+        stores
+            .redis_decisions
+            .extend(read_redis_decisions(redis, chunk).await?);
+    }
+    stores.redis_remaining = read_redis_remaining(redis, products).await?;
+    Ok(stores)
+}
+
+/// `?,?,…`: one SQL placeholder per element of `items`.
+fn placeholders<T>(items: &[T]) -> String {
+    vec!["?"; items.len()].join(",")
+}
+
+/// MySQL `orders` of `products`.
+async fn read_orders(pool: &MySqlPool, products: &[String]) -> anyhow::Result<Vec<OrderRow>> {
+    let sql = format!(
+        "SELECT order_id, request_id, product_id, user_id, CAST(quantity AS SIGNED) FROM orders WHERE product_id IN ({})",
+        placeholders(products)
+    );
+    let mut query = sqlx::query_as::<_, (String, String, String, String, i64)>(&sql);
+    for p in products {
+        query = query.bind(p);
+    }
+    Ok(query
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(
+            |(order_id, request_id, product_id, user_id, quantity)| OrderRow {
                 order_id,
                 request_id,
                 product_id,
                 user_id,
                 quantity,
-            });
-        }
-        let sql = format!("SELECT product_id, remaining FROM stock WHERE product_id IN ({marks})");
-        let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
-        for p in chunk {
-            query = query.bind(p);
-        }
-        stores.mysql_remaining.extend(query.fetch_all(pool).await?);
-        let sql = format!(
-            "SELECT request_id, status, reason, order_id, CAST(quantity AS SIGNED), remaining, \
-             CAST(user_total AS SIGNED) FROM outcomes WHERE kind = 'purchase' AND product_id IN ({marks})"
-        );
-        type Row = (
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            i64,
-            i64,
-            i64,
-        );
-        let mut query = sqlx::query_as::<_, Row>(&sql);
-        for p in chunk {
-            query = query.bind(p);
-        }
-        for (id, status, reason, order_id, quantity, remaining, user_total) in
-            query.fetch_all(pool).await?
-        {
-            let decision = Decision {
-                status,
-                reason,
-                order_id,
-                quantity,
-                remaining,
-                user_total,
-            };
-            stores.mysql_decisions.insert(id, decision);
-        }
+            },
+        )
+        .collect())
+}
+
+/// MySQL `stock.remaining` of `products` (absent: no row).
+async fn read_mysql_remaining(
+    pool: &MySqlPool,
+    products: &[String],
+) -> anyhow::Result<Vec<(String, i64)>> {
+    let sql = format!(
+        "SELECT product_id, remaining FROM stock WHERE product_id IN ({})",
+        placeholders(products)
+    );
+    let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
+    for p in products {
+        query = query.bind(p);
     }
-    for chunk in requests.chunks(200) {
-        let keys: Vec<String> = chunk
-            .iter()
-            .map(|r| redis_outcome_key(r.as_str()))
-            .collect();
-        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(redis).await?;
-        for (id, value) in chunk.iter().zip(values) {
+    Ok(query.fetch_all(pool).await?)
+}
+
+/// Purchase decisions in MySQL `outcomes` for `products`, by request ID.
+async fn read_mysql_decisions(
+    pool: &MySqlPool,
+    products: &[String],
+) -> anyhow::Result<Vec<(String, Decision)>> {
+    let sql = format!(
+        "SELECT request_id, status, reason, order_id, CAST(quantity AS SIGNED), remaining, \
+         CAST(user_total AS SIGNED) FROM outcomes WHERE kind = 'purchase' AND product_id IN ({})",
+        placeholders(products)
+    );
+    type Row = (
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        i64,
+        i64,
+        i64,
+    );
+    let mut query = sqlx::query_as::<_, Row>(&sql);
+    for p in products {
+        query = query.bind(p);
+    }
+    Ok(query
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(
+            |(id, status, reason, order_id, quantity, remaining, user_total)| {
+                let decision = Decision {
+                    status,
+                    reason,
+                    order_id,
+                    quantity,
+                    remaining,
+                    user_total,
+                };
+                (id, decision)
+            },
+        )
+        .collect())
+}
+
+/// Purchase decisions in Redis `flashsale:outcome:{request}` for `requests`
+/// (one MGET), by request ID; keys missing or not a decision are left out.
+async fn read_redis_decisions(
+    redis: &mut ConnectionManager,
+    requests: &[String],
+) -> anyhow::Result<Vec<(String, Decision)>> {
+    let keys: Vec<String> = requests
+        .iter()
+        .map(|r| redis_outcome_key(r.as_str()))
+        .collect();
+    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(redis).await?;
+    Ok(requests
+        .iter()
+        .zip(values)
+        .filter_map(|(id, value)| {
             let decision = value
                 .and_then(|v| serde_json::from_str(&v).ok())
                 .and_then(|v| Decision::from_body(&v));
-            if let Some(d) = decision {
-                stores.redis_decisions.insert(id.clone(), d);
-            }
-        }
-    }
+            decision.map(|d| (id.clone(), d))
+        })
+        .collect())
+}
+
+/// `remaining` of `flashsale:stock:{product}` for `products` (absent: no key).
+async fn read_redis_remaining(
+    redis: &mut ConnectionManager,
+    products: &[String],
+) -> anyhow::Result<HashMap<String, i64>> {
+    let mut out = HashMap::new();
     for p in products {
         let remaining: Option<i64> = redis::cmd("HGET")
             .arg(redis_stock_key(p.as_str()))
@@ -310,10 +377,10 @@ pub async fn read_stores(
             .query_async(redis)
             .await?;
         if let Some(r) = remaining {
-            stores.redis_remaining.insert(p.clone(), r);
+            out.insert(p.clone(), r);
         }
     }
-    Ok(stores)
+    Ok(out)
 }
 
 /// Deletes the Redis keys of the run whose IDs start with `prefix` (stock,
@@ -363,7 +430,7 @@ pub struct LogProduct {
 /// (later ones are replays, which [`check`] proves identical), and the
 /// newest remaining is the one of the highest input offset.
 pub fn fold_log(log: &OutcomeLog) -> HashMap<String, LogProduct> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     let mut latest: HashMap<String, (i64, i64)> = HashMap::new();
     let mut out: HashMap<String, LogProduct> = HashMap::new();
     for o in &log.records {
@@ -391,7 +458,7 @@ pub fn fold_log(log: &OutcomeLog) -> HashMap<String, LogProduct> {
 
 /// Whether the read models already show what the log says, for every
 /// product (the sinks have caught up).
-pub fn stores_settled(plan: &Plan, log: &HashMap<String, LogProduct>, stores: &Stores) -> bool {
+pub fn stores_settled(plan: &SalePlan, log: &HashMap<String, LogProduct>, stores: &Stores) -> bool {
     let mut orders: HashMap<&str, i64> = HashMap::new();
     for o in &stores.orders {
         *orders.entry(o.product_id.as_str()).or_default() += 1;
@@ -412,9 +479,9 @@ pub fn stores_settled(plan: &Plan, log: &HashMap<String, LogProduct>, stores: &S
         })
 }
 
-/// The counted results of a run.
+/// The counted results of a run, as [`check`] finds them.
 #[derive(Debug, Clone, Default)]
-pub struct Tally {
+pub struct CheckTally {
     /// Purchases sent (distinct request IDs).
     pub requests: u64,
     /// Purchases the clients saw accepted.
@@ -440,13 +507,31 @@ pub struct Tally {
     pub log_records: u64,
 }
 
-impl Tally {
+impl CheckTally {
     /// Purchases the clients saw rejected.
     pub fn rejected_total(&self) -> u64 {
         self.rejected.values().sum()
     }
+
+    /// Adds every count of `other` to this one.
+    fn add(&mut self, other: &CheckTally) {
+        self.requests += other.requests;
+        self.accepted += other.accepted;
+        for (reason, n) in &other.rejected {
+            *self.rejected.entry(reason.clone()).or_default() += n;
+        }
+        self.undecided += other.undecided;
+        self.oversold += other.oversold;
+        self.lost += other.lost;
+        self.duplicated += other.duplicated;
+        self.conflicting += other.conflicting;
+        self.drifted += other.drifted;
+        self.decisions_drifted += other.decisions_drifted;
+        self.log_records += other.log_records;
+    }
 }
 
+/// One outcome record of the log, for a violation's text.
 fn describe_log(o: &Outcome) -> String {
     format!(
         "{:?}/{:?} reason={} order={} qty={} remaining={} user_total={} src={}@{}",
@@ -464,6 +549,7 @@ fn describe_log(o: &Outcome) -> String {
     )
 }
 
+/// Whether the decision a client was told is the outcome record `o`.
 fn matches(d: &Decision, o: &Outcome) -> bool {
     let status = o.status.code();
     o.kind == OutcomeKind::Purchase
@@ -479,124 +565,219 @@ fn matches(d: &Decision, o: &Outcome) -> bool {
 /// Returns the tally and every violation found (empty when the run is
 /// correct).
 pub fn check(
-    plan: &Plan,
+    plan: &SalePlan,
     clients: &[ClientOutcome],
     log: &OutcomeLog,
     stores: &Stores,
-) -> (Tally, Vec<String>) {
-    let mut tally = Tally {
-        requests: plan.purchases.len() as u64,
-        log_records: log.records.len() as u64,
-        ..Tally::default()
+) -> (CheckTally, Vec<String>) {
+    let evidence = Evidence {
+        plan,
+        clients,
+        log,
+        stores,
+        by_request: log.by_request(),
+        folded: fold_log(log),
     };
-    let mut bad = Vec::new();
-    let by_request = log.by_request();
-    let folded = fold_log(log);
+    let mut findings = Findings {
+        tally: CheckTally {
+            requests: plan.purchases.len() as u64,
+            log_records: log.records.len() as u64,
+            ..CheckTally::default()
+        },
+        violations: Vec::new(),
+    };
+    findings.merge(check_log_decisions(&evidence));
+    let mut answers = check_client_answers(&evidence);
+    findings.merge(std::mem::take(&mut answers.findings));
+    findings.merge(check_stock(&evidence, &answers));
+    findings.merge(check_orders(&evidence, &answers));
+    findings.merge(check_stock_figures(&evidence));
+    findings.merge(check_request_decisions(&evidence));
+    (findings.tally, findings.violations)
+}
 
-    // 1. The log: one decision per request ID however often it was
-    //    re-decided (retries, replays after crashes, zombies).
-    for (id, records) in &by_request {
+/// What the checks compare: the run's plan, what its clients were told, the
+/// outcomes log (also per request ID and folded per product) and the read
+/// models.
+struct Evidence<'a> {
+    plan: &'a SalePlan,
+    clients: &'a [ClientOutcome],
+    log: &'a OutcomeLog,
+    stores: &'a Stores,
+    /// [`OutcomeLog::by_request`].
+    by_request: HashMap<&'a str, Vec<&'a Outcome>>,
+    /// [`fold_log`].
+    folded: HashMap<String, LogProduct>,
+}
+
+/// What one part of [`check`] found: its share of the tally and its
+/// violations, in the order found.
+#[derive(Debug, Clone, Default)]
+struct Findings {
+    tally: CheckTally,
+    violations: Vec<String>,
+}
+
+impl Findings {
+    /// Adds `other`'s counts to this tally and appends its violations.
+    fn merge(&mut self, other: Findings) {
+        self.tally.add(&other.tally);
+        self.violations.extend(other.violations);
+    }
+}
+
+/// Part 1. The log: one decision per request ID however often it was
+/// re-decided (retries, replays after crashes, zombies); no request ID
+/// this run did not send; every sale configured; every record decodable.
+fn check_log_decisions(ev: &Evidence<'_>) -> Findings {
+    let mut f = Findings::default();
+    for (id, records) in &ev.by_request {
         if records.iter().any(|r| *r != records[0]) {
-            tally.conflicting += 1;
+            f.tally.conflicting += 1;
             let all: Vec<String> = records.iter().map(|r| describe_log(r)).collect();
-            bad.push(format!(
+            f.violations.push(format!(
                 "request {id} was decided differently: {}",
                 all.join(" | ")
             ));
         }
     }
-    let known: std::collections::HashSet<&str> = plan
+    let known: HashSet<&str> = ev
+        .plan
         .purchases
         .iter()
         .map(|p| p.request_id.as_str())
-        .chain(plan.products.iter().map(|p| p.command_id.as_str()))
+        .chain(ev.plan.products.iter().map(|p| p.command_id.as_str()))
         .collect();
-    for id in by_request.keys().filter(|id| !known.contains(*id)) {
-        bad.push(format!(
+    for id in ev.by_request.keys().filter(|id| !known.contains(*id)) {
+        f.violations.push(format!(
             "the log answers request {id}, which no client of this run sent"
         ));
     }
-    for p in &plan.products {
-        match by_request.get(p.command_id.as_str()) {
+    for p in &ev.plan.products {
+        match ev.by_request.get(p.command_id.as_str()) {
             Some(r)
                 if r[0].kind == OutcomeKind::SaleConfigured && r[0].status == Status::Accepted => {}
-            other => bad.push(format!("sale {} was not configured: {other:?}", p.id)),
+            other => f
+                .violations
+                .push(format!("sale {} was not configured: {other:?}", p.id)),
         }
     }
-    for u in &log.undecodable {
-        bad.push(format!("undecodable outcome record: {u}"));
+    for u in &ev.log.undecodable {
+        f.violations
+            .push(format!("undecodable outcome record: {u}"));
     }
+    f
+}
 
-    // 2. Every client got a decision, and it is the log's decision.
-    let mut client_units: HashMap<usize, i64> = HashMap::new();
-    let mut user_units: HashMap<(usize, &str), i64> = HashMap::new();
-    let mut accepted_ids: HashMap<&str, &Decision> = HashMap::new();
-    let mut rejected_ids = std::collections::HashSet::new();
-    for c in clients {
-        let purchase = &plan.purchases[c.purchase];
+/// What the clients were told, gathered by part 2 for parts 3 and 4.
+#[derive(Debug, Clone, Default)]
+struct ClientAnswers<'a> {
+    /// Part 2's own findings.
+    findings: Findings,
+    /// Units the clients saw accepted, per product index.
+    client_units: HashMap<usize, i64>,
+    /// Units the clients saw accepted, per (product index, user).
+    user_units: HashMap<(usize, &'a str), i64>,
+    /// Request IDs the clients saw accepted, with the decision.
+    accepted_ids: HashMap<&'a str, &'a Decision>,
+    /// Request IDs the clients saw rejected.
+    rejected_ids: HashSet<&'a str>,
+}
+
+/// Part 2. Every client got a decision, and it is the log's decision.
+fn check_client_answers<'a>(ev: &Evidence<'a>) -> ClientAnswers<'a> {
+    let mut a = ClientAnswers::default();
+    for c in ev.clients {
+        let purchase = &ev.plan.purchases[c.purchase];
         let id = purchase.request_id.as_str();
+        let f = &mut a.findings;
         match &c.result {
             Final::Decided(d) => {
-                match by_request.get(id) {
-                    Some(records) if matches(d, records[0]) => {}
-                    Some(records) => bad.push(format!(
-                        "request {id}: the client was told {d:?}, the log says {}",
-                        describe_log(records[0])
-                    )),
-                    None => bad.push(format!(
-                        "request {id}: the client was told {d:?}, the log has no outcome"
-                    )),
+                if let Some(violation) = differs_from_log(ev, id, d) {
+                    f.violations.push(violation);
                 }
-                if d.accepted() {
-                    tally.accepted += 1;
-                    accepted_ids.insert(id, d);
-                    *client_units.entry(purchase.product).or_default() += d.quantity;
-                    *user_units
-                        .entry((purchase.product, purchase.user_id.as_str()))
-                        .or_default() += d.quantity;
-                } else {
-                    rejected_ids.insert(id);
-                    *tally
-                        .rejected
-                        .entry(d.reason.clone().unwrap_or_else(|| "none".to_owned()))
-                        .or_default() += 1;
-                }
+                a.record_decision(purchase, d);
             }
             Final::UnknownProduct(body) => {
-                tally.undecided += 1;
-                bad.push(format!(
+                f.tally.undecided += 1;
+                f.violations.push(format!(
                     "request {id}: 404 unknown_product for a configured sale: {body}"
                 ));
             }
             Final::Refused(why) => {
-                tally.undecided += 1;
-                bad.push(format!("request {id}: refused: {why}"));
+                f.tally.undecided += 1;
+                f.violations.push(format!("request {id}: refused: {why}"));
             }
             Final::GaveUp(why) => {
-                tally.undecided += 1;
-                bad.push(format!("request {id}: no decision: {why}"));
+                f.tally.undecided += 1;
+                f.violations
+                    .push(format!("request {id}: no decision: {why}"));
             }
         }
     }
-    if clients.len() != plan.purchases.len() {
-        bad.push(format!(
+    if ev.clients.len() != ev.plan.purchases.len() {
+        a.findings.violations.push(format!(
             "{} purchases planned, {} finished",
-            plan.purchases.len(),
-            clients.len()
+            ev.plan.purchases.len(),
+            ev.clients.len()
         ));
     }
+    a
+}
 
-    // 3. Stock: never more than the stock, all of it where demand exceeded it.
+/// The violation when the decision `d` a client was told for request `id`
+/// is not the first one the log holds for it.
+fn differs_from_log(ev: &Evidence<'_>, id: &str, d: &Decision) -> Option<String> {
+    match ev.by_request.get(id) {
+        Some(records) if matches(d, records[0]) => None,
+        Some(records) => Some(format!(
+            "request {id}: the client was told {d:?}, the log says {}",
+            describe_log(records[0])
+        )),
+        None => Some(format!(
+            "request {id}: the client was told {d:?}, the log has no outcome"
+        )),
+    }
+}
+
+impl<'a> ClientAnswers<'a> {
+    /// Counts the decision `d` the client of `purchase` was told.
+    fn record_decision(&mut self, purchase: &'a Purchase, d: &'a Decision) {
+        let id = purchase.request_id.as_str();
+        if d.accepted() {
+            self.findings.tally.accepted += 1;
+            self.accepted_ids.insert(id, d);
+            *self.client_units.entry(purchase.product).or_default() += d.quantity;
+            *self
+                .user_units
+                .entry((purchase.product, purchase.user_id.as_str()))
+                .or_default() += d.quantity;
+        } else {
+            self.rejected_ids.insert(id);
+            *self
+                .findings
+                .tally
+                .rejected
+                .entry(d.reason.clone().unwrap_or_else(|| "none".to_owned()))
+                .or_default() += 1;
+        }
+    }
+}
+
+/// Part 3. Stock: never more than the stock, all of it where demand
+/// exceeded it; no user above the per-user limit.
+fn check_stock(ev: &Evidence<'_>, answers: &ClientAnswers<'_>) -> Findings {
+    let (plan, mut f) = (ev.plan, Findings::default());
     for (i, p) in plan.products.iter().enumerate() {
-        let by_client = client_units.get(&i).copied().unwrap_or(0);
-        let by_log = folded.get(&p.id).map_or(0, |v| v.accepted_units);
+        let by_client = answers.client_units.get(&i).copied().unwrap_or(0);
+        let by_log = ev.folded.get(&p.id).map_or(0, |v| v.accepted_units);
         let sold = by_client.max(by_log);
         if sold > p.stock {
-            tally.oversold += sold - p.stock;
-            bad.push(format!("product {}: OVERSOLD, {sold} units accepted of {} (clients {by_client}, log {by_log})", p.id, p.stock));
+            f.tally.oversold += sold - p.stock;
+            f.violations.push(format!("product {}: OVERSOLD, {sold} units accepted of {} (clients {by_client}, log {by_log})", p.id, p.stock));
         }
         if plan.unique_singles(i) > p.stock && sold < p.stock {
-            bad.push(format!(
+            f.violations.push(format!(
                 "product {}: only {sold} of {} units sold although {} single-unit buyers asked (demand {})",
                 p.id,
                 p.stock,
@@ -605,121 +786,148 @@ pub fn check(
             ));
         }
     }
-    for ((product, user), units) in &user_units {
+    for ((product, user), units) in &answers.user_units {
         let limit = i64::from(plan.products[*product].per_user_limit);
         if *units > limit {
-            bad.push(format!(
+            f.violations.push(format!(
                 "user {user} got {units} units of {} (limit {limit})",
                 plan.products[*product].id
             ));
         }
     }
+    f
+}
 
-    // 4. MySQL orders: each client-accepted purchase exactly once, nothing else.
+/// Part 4. MySQL orders: each client-accepted purchase exactly once,
+/// nothing else.
+fn check_orders(ev: &Evidence<'_>, answers: &ClientAnswers<'_>) -> Findings {
+    let (plan, stores, mut f) = (ev.plan, ev.stores, Findings::default());
     let mut rows: HashMap<&str, Vec<&OrderRow>> = HashMap::new();
     for row in &stores.orders {
         rows.entry(row.request_id.as_str()).or_default().push(row);
     }
     let mut matched = 0u64;
-    for (id, d) in &accepted_ids {
+    for (id, d) in &answers.accepted_ids {
         match rows.get(id).map(Vec::as_slice) {
             None | Some([]) => {
-                tally.lost += 1;
-                bad.push(format!(
+                f.tally.lost += 1;
+                f.violations.push(format!(
                     "LOST: request {id} was accepted ({:?}) but has no order in MySQL",
                     d.order_id
                 ));
             }
             Some([row]) => {
                 matched += 1;
-                let purchase = plan.purchases.iter().find(|p| p.request_id == *id);
-                let ok = Some(row.order_id.as_str()) == d.order_id.as_deref()
-                    && row.quantity == d.quantity
-                    && purchase.is_some_and(|p| {
-                        p.user_id == row.user_id && plan.products[p.product].id == row.product_id
-                    });
-                if !ok {
-                    bad.push(format!(
+                if !order_matches(plan, id, d, row) {
+                    f.violations.push(format!(
                         "request {id}: MySQL order {row:?} differs from the answer {d:?}"
                     ));
                 }
             }
             Some(many) => {
                 matched += 1;
-                bad.push(format!(
+                f.violations.push(format!(
                     "DUPLICATED: request {id} has {} orders in MySQL: {many:?}",
                     many.len()
                 ));
             }
         }
     }
-    tally.duplicated = (stores.orders.len() as u64).saturating_sub(matched);
+    f.tally.duplicated = (stores.orders.len() as u64).saturating_sub(matched);
     for row in &stores.orders {
-        if rejected_ids.contains(row.request_id.as_str()) {
-            bad.push(format!(
+        if answers.rejected_ids.contains(row.request_id.as_str()) {
+            f.violations.push(format!(
                 "PHANTOM: MySQL has order {row:?} for a purchase its client was told was rejected"
             ));
-        } else if !accepted_ids.contains_key(row.request_id.as_str()) {
-            bad.push(format!(
+        } else if !answers.accepted_ids.contains_key(row.request_id.as_str()) {
+            f.violations.push(format!(
                 "PHANTOM: MySQL has order {row:?} that no client was told about"
             ));
         }
     }
+    f
+}
 
-    // 5. Stock figures: log, MySQL and Redis agree, and add up.
-    for p in &plan.products {
-        let view = folded.get(&p.id).cloned().unwrap_or_default();
-        let expected = view.latest_remaining;
-        let mysql = stores.mysql_remaining.get(&p.id).copied();
-        let redis = stores.redis_remaining.get(&p.id).copied();
-        let mut drift = Vec::new();
-        if expected != Some(p.stock - view.accepted_units) {
-            drift.push(format!(
-                "log remaining {expected:?} but stock - accepted = {}",
-                p.stock - view.accepted_units
-            ));
-        }
-        if mysql != expected {
-            drift.push(format!(
-                "MySQL stock.remaining {mysql:?} vs log {expected:?}"
-            ));
-        }
-        if redis != expected {
-            drift.push(format!("Redis remaining {redis:?} vs log {expected:?}"));
-        }
-        let orders = stores
-            .orders
-            .iter()
-            .filter(|o| o.product_id == p.id)
-            .count() as i64;
-        if orders != view.accepted {
-            drift.push(format!(
-                "MySQL has {orders} orders, the log {} accepted purchases",
-                view.accepted
-            ));
-        }
+/// Whether the MySQL order `row` of request `id` is the accepted answer `d`:
+/// same order ID and quantity, and the planned buyer and product.
+fn order_matches(plan: &SalePlan, id: &str, d: &Decision, row: &OrderRow) -> bool {
+    let purchase = plan.purchases.iter().find(|p| p.request_id == id);
+    Some(row.order_id.as_str()) == d.order_id.as_deref()
+        && row.quantity == d.quantity
+        && purchase.is_some_and(|p| {
+            p.user_id == row.user_id && plan.products[p.product].id == row.product_id
+        })
+}
+
+/// Part 5. Stock figures: log, MySQL and Redis agree, and add up.
+fn check_stock_figures(ev: &Evidence<'_>) -> Findings {
+    let mut f = Findings::default();
+    for p in &ev.plan.products {
+        let drift = stock_drift(ev, p);
         if !drift.is_empty() {
-            tally.drifted += 1;
-            bad.push(format!("DRIFT on product {}: {}", p.id, drift.join("; ")));
+            f.tally.drifted += 1;
+            f.violations
+                .push(format!("DRIFT on product {}: {}", p.id, drift.join("; ")));
         }
     }
-    // 6. Each decision as MySQL `outcomes` and Redis keep it for the
-    //    request: the one the client was answered.
-    for c in clients {
+    f
+}
+
+/// How the stock figures of product `p` disagree (empty: they agree).
+fn stock_drift(ev: &Evidence<'_>, p: &Product) -> Vec<String> {
+    let stores = ev.stores;
+    let view = ev.folded.get(&p.id).cloned().unwrap_or_default();
+    let expected = view.latest_remaining;
+    let mysql = stores.mysql_remaining.get(&p.id).copied();
+    let redis = stores.redis_remaining.get(&p.id).copied();
+    let mut drift = Vec::new();
+    if expected != Some(p.stock - view.accepted_units) {
+        drift.push(format!(
+            "log remaining {expected:?} but stock - accepted = {}",
+            p.stock - view.accepted_units
+        ));
+    }
+    if mysql != expected {
+        drift.push(format!(
+            "MySQL stock.remaining {mysql:?} vs log {expected:?}"
+        ));
+    }
+    if redis != expected {
+        drift.push(format!("Redis remaining {redis:?} vs log {expected:?}"));
+    }
+    let orders = stores
+        .orders
+        .iter()
+        .filter(|o| o.product_id == p.id)
+        .count() as i64;
+    if orders != view.accepted {
+        drift.push(format!(
+            "MySQL has {orders} orders, the log {} accepted purchases",
+            view.accepted
+        ));
+    }
+    drift
+}
+
+/// Part 6. Each decision as MySQL `outcomes` and Redis keep it for the
+/// request: the one the client was answered.
+fn check_request_decisions(ev: &Evidence<'_>) -> Findings {
+    let mut f = Findings::default();
+    for c in ev.clients {
         let Final::Decided(d) = &c.result else {
             continue;
         };
-        let id = plan.purchases[c.purchase].request_id.as_str();
-        let mysql = stores.mysql_decisions.get(id);
-        let redis = stores.redis_decisions.get(id);
+        let id = ev.plan.purchases[c.purchase].request_id.as_str();
+        let mysql = ev.stores.mysql_decisions.get(id);
+        let redis = ev.stores.redis_decisions.get(id);
         if mysql != Some(d) || redis != Some(d) {
-            tally.decisions_drifted += 1;
-            bad.push(format!(
+            f.tally.decisions_drifted += 1;
+            f.violations.push(format!(
                 "DRIFT on request {id}: answered {d:?}, MySQL outcomes {mysql:?}, Redis {redis:?}"
             ));
         }
     }
-    (tally, bad)
+    f
 }
 
 /// Renders the report table: a column of names and a column of numbers.

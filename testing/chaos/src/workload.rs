@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rand::Rng as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::rng::Rng;
+use crate::rng::{seeded, Rng};
 use flashsale_testkit::{product_on_partition, Api};
 
 /// One product on sale.
@@ -31,7 +32,7 @@ pub struct Product {
 pub struct Purchase {
     /// The client's own idempotency key.
     pub request_id: String,
-    /// Index into [`Plan::products`].
+    /// Index into [`SalePlan::products`].
     pub product: usize,
     /// The buyer.
     pub user_id: String,
@@ -45,7 +46,7 @@ pub struct Purchase {
 
 /// Sizes of the sale.
 #[derive(Debug, Clone)]
-pub struct PlanSpec {
+pub struct SalePlanSpec {
     /// How many products.
     pub products: usize,
     /// Stock of each.
@@ -66,21 +67,21 @@ pub struct PlanSpec {
 
 /// Everything the clients will do.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct SalePlan {
     /// The products.
     pub products: Vec<Product>,
     /// The purchases, in the order of their first send.
     pub purchases: Vec<Purchase>,
 }
 
-impl Plan {
+impl SalePlan {
     /// Builds the plan: each product's demand is sent within its own window
     /// (a quarter of the load, windows staggered over the whole load), so
     /// products keep selling out while the faults happen. Unique buyers ask
     /// for 1 or 2 units; more single-unit requests from unique buyers than
     /// there is stock guarantee that a product whose accepted units fall
     /// short of its stock would be an error, not bad luck.
-    pub fn new(run: &str, spec: &PlanSpec, rng: &mut Rng) -> Self {
+    pub fn new(run: &str, spec: &SalePlanSpec, rng: &mut Rng) -> Self {
         let load_ms = spec.load.as_millis() as f64;
         let mut products = Vec::with_capacity(spec.products);
         let mut purchases = Vec::new();
@@ -95,8 +96,9 @@ impl Plan {
             });
             let window_start = load_ms * 0.75 * p as f64 / spec.products.max(1) as f64;
             let window = load_ms * 0.25;
-            let at =
-                |rng: &mut Rng| Duration::from_millis((window_start + rng.unit() * window) as u64);
+            let at = |rng: &mut Rng| {
+                Duration::from_millis((window_start + rng.random::<f64>() * window) as u64)
+            };
             let mut units = 0i64;
             let mut singles = 0i64;
             let mut n = 0usize;
@@ -115,7 +117,7 @@ impl Plan {
                 }
             }
             while units < spec.demand_factor * spec.stock || singles <= spec.stock {
-                let quantity = if rng.below(4) == 0 { 2 } else { 1 };
+                let quantity = if rng.random_range(0..4) == 0 { 2 } else { 1 };
                 purchases.push(Purchase {
                     request_id: format!("{run}-p{p}-r{n}"),
                     product: p,
@@ -211,8 +213,8 @@ pub enum Final {
 
 /// One purchase's result.
 #[derive(Debug, Clone)]
-pub struct Outcome {
-    /// Index into [`Plan::purchases`].
+pub struct ClientOutcome {
+    /// Index into [`SalePlan::purchases`].
     pub purchase: usize,
     /// How it ended.
     pub result: Final,
@@ -269,7 +271,7 @@ fn backoff(policy: &RetryPolicy, attempt: u32, rng: &mut Rng) -> Duration {
         .backoff_min
         .saturating_mul(1 << attempt.min(10))
         .min(policy.backoff_max);
-    base + Duration::from_millis(rng.below(base.as_millis() as u64 / 2 + 1))
+    base + Duration::from_millis(rng.random_range(0..=base.as_millis() as u64 / 2))
 }
 
 /// POSTs one purchase until it is decided, re-sending the same request ID
@@ -309,13 +311,13 @@ pub async fn buy(
 
 /// Configures every product's sale, retrying each with its command ID
 /// until it is answered 201.
-pub async fn configure(api: &Api, plan: &Plan, policy: &RetryPolicy) -> anyhow::Result<()> {
+pub async fn configure(api: &Api, plan: &SalePlan, policy: &RetryPolicy) -> anyhow::Result<()> {
     let tasks = plan.products.iter().enumerate().map(|(i, p)| {
         let api = api.clone();
         let p = p.clone();
         let policy = *policy;
         async move {
-            let mut rng = Rng::new(i as u64 + 1);
+            let mut rng = seeded(i as u64 + 1);
             let body = json!({
                 "product_id": p.id,
                 "stock": p.stock,
@@ -350,20 +352,20 @@ pub async fn configure(api: &Api, plan: &Plan, policy: &RetryPolicy) -> anyhow::
 /// next purchase due and sending it no earlier than `start + at`.
 pub async fn run(
     api: Api,
-    plan: Arc<Plan>,
+    plan: Arc<SalePlan>,
     clients: usize,
     policy: RetryPolicy,
     start: Instant,
     seed: u64,
     retries: Arc<AtomicU64>,
-) -> Vec<Outcome> {
+) -> Vec<ClientOutcome> {
     let queue: Arc<Mutex<VecDeque<usize>>> =
         Arc::new(Mutex::new((0..plan.purchases.len()).collect()));
     let workers = (0..clients).map(|c| {
         let (api, plan, queue, retries) =
             (api.clone(), plan.clone(), queue.clone(), retries.clone());
         tokio::spawn(async move {
-            let mut rng = Rng::new(seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9));
+            let mut rng = seeded(seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9));
             let mut done = Vec::new();
             loop {
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
@@ -373,7 +375,7 @@ pub async fn run(
                 let product = &plan.products[purchase.product].id;
                 let (result, attempts) = buy(&api, purchase, product, &policy, &mut rng).await;
                 retries.fetch_add(u64::from(attempts.saturating_sub(1)), Ordering::Relaxed);
-                done.push(Outcome {
+                done.push(ClientOutcome {
                     purchase: i,
                     result,
                     attempts,
@@ -391,4 +393,50 @@ pub async fn run(
     }
     all.sort_by_key(|o| o.purchase);
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::seeded;
+
+    fn spec() -> SalePlanSpec {
+        SalePlanSpec {
+            products: 4,
+            stock: 20,
+            per_user_limit: 2,
+            demand_factor: 5,
+            greedy_users: 5,
+            greedy_requests: 3,
+            load: Duration::from_secs(90),
+            partitions: 8,
+        }
+    }
+
+    /// What a plan's purchases are: request, product, buyer, units, send time.
+    fn shape(plan: &SalePlan) -> Vec<(String, usize, String, i32, Duration)> {
+        plan.purchases
+            .iter()
+            .map(|p| {
+                let (id, user) = (p.request_id.clone(), p.user_id.clone());
+                (id, p.product, user, p.quantity, p.at)
+            })
+            .collect()
+    }
+
+    /// Proves the plan is a function of the seed (what `FLASHSALE_CHAOS_SEED`
+    /// replays): the same seed gives the same purchases, another seed other
+    /// send times; and every product gets more single-unit buyers than stock
+    /// and at least `demand_factor` times its stock in demand.
+    #[test]
+    fn plan_is_a_function_of_the_seed() {
+        let plan = |seed| SalePlan::new("chaos-t", &spec(), &mut seeded(seed));
+        assert_eq!(shape(&plan(7)), shape(&plan(7)));
+        assert_ne!(shape(&plan(7)), shape(&plan(8)));
+        let p = plan(7);
+        for i in 0..p.products.len() {
+            assert!(p.unique_singles(i) > 20, "product {i}");
+            assert!(p.demand(i) >= 100, "product {i}");
+        }
+    }
 }

@@ -40,7 +40,7 @@ pub enum SystemKind {
 
 /// A named system reachable over HTTP.
 #[derive(Debug, Clone)]
-pub struct System {
+pub struct SystemUnderTest {
     /// Name in reports (`redis-lock`, ..., `pipeline`).
     pub name: String,
     /// What it is.
@@ -49,7 +49,7 @@ pub struct System {
     pub base_url: String,
 }
 
-impl System {
+impl SystemUnderTest {
     /// A baseline at `base_url`.
     pub fn baseline(strategy: Strategy, base_url: &str) -> Self {
         Self {
@@ -218,13 +218,13 @@ pub struct ScenarioResult {
 }
 
 /// A fresh prefix for one (run, system, scenario): letters, digits, dashes.
-pub fn product_prefix(run: &str, system: &System, scenario: &Scenario) -> String {
+pub fn product_prefix(run: &str, system: &SystemUnderTest, scenario: &Scenario) -> String {
     format!("{run}-{}-{}-", system.tag(), scenario.name)
 }
 
 /// Configures the sales, runs the workload, settles, and measures.
 pub async fn run_scenario(
-    system: &System,
+    system: &SystemUnderTest,
     scenario: &Scenario,
     run: &str,
     progress: bool,
@@ -293,7 +293,7 @@ pub async fn run_scenario(
 /// Checks the system answers, configures this run's sales, and builds the
 /// workload over them.
 async fn prepare(
-    system: &System,
+    system: &SystemUnderTest,
     scenario: &Scenario,
     prefix: &str,
 ) -> anyhow::Result<(Target, Workload)> {
@@ -332,7 +332,7 @@ async fn prepare(
 /// empty (the others store before answering). Pipeline: until the read
 /// model holds at least the accepted units and stops changing.
 async fn settle(
-    system: &System,
+    system: &SystemUnderTest,
     http: &reqwest::Client,
     prefix: &str,
     accepted_units: i64,

@@ -5,6 +5,9 @@
 //! scheduler and the closed-loop workers can draw requests in any order and
 //! two systems benchmarked with the same seed see exactly the same demand.
 
+use rand::rngs::SmallRng;
+use rand::{Rng as _, SeedableRng as _};
+
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct WorkloadSpec {
@@ -101,24 +104,15 @@ impl Zipf {
     }
 }
 
-/// SplitMix64: tiny, fast and well mixed; the workload needs reproducible
-/// variety, not unpredictability.
-#[derive(Debug, Clone)]
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform draw in [0, 1) from the top 53 bits.
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
+/// The generator of request `index` of the workload seeded `seed`: one per
+/// request, so requests can be drawn in any order. It is `rand`'s
+/// [`SmallRng`], fast to seed (the workload needs reproducible variety, not
+/// unpredictability); its algorithm is not guaranteed to stay the same
+/// across `rand` versions or platforms, so a seed reproduces a workload with
+/// the same build, and every system benchmarked in one run sees the same
+/// demand.
+fn request_rng(seed: u64, index: u64) -> SmallRng {
+    SmallRng::seed_from_u64(seed ^ index.wrapping_mul(0xD6E8_FEB8_6659_FD93))
 }
 
 /// A workload ready to be drawn from.
@@ -137,19 +131,20 @@ impl Workload {
         Self { spec, zipf }
     }
 
-    /// The `index`-th request: always the same for the same seed.
+    /// The `index`-th request: always the same for the same seed (and the
+    /// same build: see `request_rng`).
     pub fn plan(&self, index: u64) -> Plan {
-        let mut rng = SplitMix(self.spec.seed ^ index.wrapping_mul(0xD6E8_FEB8_6659_FD93));
-        let product = self.zipf.rank(rng.unit());
-        let drawn = rng.next();
+        let mut rng = request_rng(self.spec.seed, index);
+        let product = self.zipf.rank(rng.random::<f64>());
+        let drawn: u64 = rng.random();
         let user = if self.spec.sequential_users {
             index
         } else {
             drawn
         } % self.spec.users.max(1);
-        let quantity = 1 + (rng.next() % self.spec.quantity_max.max(1) as u64) as i32;
-        let retries = rng.unit() < self.spec.retry_fraction;
-        let duplicate = rng.unit() < self.spec.duplicate_fraction;
+        let quantity = rng.random_range(1..=self.spec.quantity_max.max(1));
+        let retries = rng.random::<f64>() < self.spec.retry_fraction;
+        let duplicate = rng.random::<f64>() < self.spec.duplicate_fraction;
         Plan {
             index,
             product,

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use flashsale_load::baseline::{BaselineConfig, BaselineServer, Strategy};
-use flashsale_load::scenario::{run_scenario, Scenario, ScenarioResult, System};
+use flashsale_load::scenario::{run_scenario, Scenario, ScenarioResult, SystemUnderTest};
 use flashsale_load::Mode;
 use flashsale_testkit::{unique, Env};
 
@@ -95,7 +95,7 @@ async fn baselines_never_oversell() {
         let server = BaselineServer::start(strategy, &config, listen, 2)
             .await
             .unwrap();
-        let system = System::baseline(strategy, &server.base_url());
+        let system = SystemUnderTest::baseline(strategy, &server.base_url());
         for scenario in [small(), old()] {
             let r = run_scenario(&system, &scenario, &run, false).await.unwrap();
             assert_demand_exceeded(&r, &scenario);
@@ -117,7 +117,7 @@ async fn baselines_never_oversell() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_sells_exactly_its_stock() {
     let env = Env::from_env();
-    let system = System::pipeline(&env.ingress_url, env.mysql().await.unwrap());
+    let system = SystemUnderTest::pipeline(&env.ingress_url, env.mysql().await.unwrap());
     let run = unique("bc");
     for scenario in [small(), old()] {
         let r = run_scenario(&system, &scenario, &run, false).await.unwrap();

@@ -17,7 +17,7 @@ use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
 use flashsale_load::baseline::{BaselineConfig, BaselineServer, Strategy};
-use flashsale_load::scenario::{run_scenario, Scenario, ScenarioResult, System};
+use flashsale_load::scenario::{run_scenario, Scenario, ScenarioResult, SystemUnderTest};
 use flashsale_load::{chart, Mode};
 use flashsale_testkit::{unique, Env};
 
@@ -29,8 +29,8 @@ struct Args {
     #[arg(long, default_value = "bench")]
     out: PathBuf,
     /// Scenarios to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Which::Old, Which::Large])]
-    scenarios: Vec<Which>,
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ScenarioName::Old, ScenarioName::Large])]
+    scenarios: Vec<ScenarioName>,
     /// Baseline strategies to run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Strategy::ALL)]
     strategies: Vec<Strategy>,
@@ -93,7 +93,7 @@ struct Args {
 
 /// A scenario to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Which {
+enum ScenarioName {
     /// The old design's test: 100 users, 10 items, 1 product, all at once.
     Old,
     /// Many products, Zipf demand far above stock.
@@ -165,14 +165,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let listen: SocketAddr = "127.0.0.1:0".parse()?;
         let server =
             BaselineServer::start(*strategy, &args.baseline, listen, args.baseline_threads).await?;
-        let system = System::baseline(*strategy, &server.base_url());
+        let system = SystemUnderTest::baseline(*strategy, &server.base_url());
         let outcome = run_all(&system, &scenarios, &run, &args).await;
         server.stop().await?;
         results.extend(outcome?);
     }
     if !args.no_pipeline {
         let env = Env::from_env();
-        let system = System::pipeline(&args.ingress_url, env.mysql().await?);
+        let system = SystemUnderTest::pipeline(&args.ingress_url, env.mysql().await?);
         results.extend(run_all(&system, &scenarios, &run, &args).await?);
     }
     let results = Results {
@@ -185,7 +185,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     write(&args, &results)
 }
 
-fn scenario(args: &Args, which: Which) -> Scenario {
+fn scenario(args: &Args, which: ScenarioName) -> Scenario {
     let common = Scenario {
         name: String::new(),
         products: 1,
@@ -204,11 +204,11 @@ fn scenario(args: &Args, which: Which) -> Scenario {
         settle_timeout: Duration::from_secs(args.settle_timeout_s),
     };
     match which {
-        Which::Old => Scenario {
+        ScenarioName::Old => Scenario {
             name: "old".to_owned(),
             ..common
         },
-        Which::Large => Scenario {
+        ScenarioName::Large => Scenario {
             name: "large".to_owned(),
             products: args.large_products,
             stock: args.large_stock,
@@ -232,7 +232,7 @@ fn scenario(args: &Args, which: Which) -> Scenario {
 }
 
 async fn run_all(
-    system: &System,
+    system: &SystemUnderTest,
     scenarios: &[Scenario],
     run: &str,
     args: &Args,

@@ -44,7 +44,7 @@ struct Args {
     /// Products (all on partition 0).
     #[arg(long, default_value_t = 1_000)]
     products: u64,
-    /// Partitions of the bench topics.
+    /// Partitions of the restore benchmark's topics.
     #[arg(long, default_value_t = 8)]
     partitions: i32,
     /// Snapshot interval given to the processor, in records.
@@ -61,7 +61,7 @@ struct Args {
     phase_timeout_s: u64,
 }
 
-/// Names of the bench's topics.
+/// Names of the restore benchmark's topics.
 struct Topics {
     requests: String,
     outcomes: String,
@@ -121,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the bench's topics the way a deployment's are made
+/// Creates the restore benchmark's topics the way a deployment's are made
 /// (`flashsale-admin create-topics`): twice, the second time only to add the
 /// empty snapshots topic that the whole-log restore reads.
 async fn create_topics(args: &Args, t: &Topics) -> anyhow::Result<()> {
