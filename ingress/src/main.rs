@@ -23,7 +23,7 @@ use flashsale_ingress::read_model::StoreReadModel;
 use flashsale_ingress::submit::{KafkaPublisher, WaitingSubmitter};
 use flashsale_ingress::{app, AppState};
 use flashsale_runtime::kafka::producer_config;
-use flashsale_runtime::ops::{init_tracing, shutdown_on_signals, spawn_ops, Ops};
+use flashsale_runtime::ops::{exit_code, init_tracing, shutdown_on_signals, spawn_ops, Ops};
 use flashsale_runtime::retry::{retry, Backoff};
 use flashsale_schemas::registry::Contract;
 
@@ -37,13 +37,7 @@ async fn main() -> ExitCode {
     let cfg = IngressConfig::parse();
     init_tracing(&cfg.log);
     let shutdown = shutdown_on_signals();
-    match run(cfg, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "ingress failed");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code("ingress", run(cfg, shutdown).await)
 }
 
 async fn run(cfg: IngressConfig, shutdown: CancellationToken) -> anyhow::Result<()> {

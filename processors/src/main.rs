@@ -7,7 +7,7 @@ use clap::Parser;
 use flashsale_processors::config::ProcessorConfig;
 use flashsale_processors::metrics::ProcessorMetrics;
 use flashsale_processors::runner::Runner;
-use flashsale_runtime::ops::{init_tracing, shutdown_on_signals, spawn_ops, Ops};
+use flashsale_runtime::ops::{exit_code, init_tracing, shutdown_on_signals, spawn_ops, Ops};
 use flashsale_runtime::retry::{retry, Backoff};
 use flashsale_schemas::registry::Contract;
 
@@ -24,13 +24,7 @@ async fn main() -> ExitCode {
     let cfg = ProcessorConfig::parse();
     init_tracing(&cfg.log);
     let shutdown = shutdown_on_signals();
-    match run(cfg, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "processor failed");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code("processor", run(cfg, shutdown).await)
 }
 
 async fn run(

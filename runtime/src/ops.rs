@@ -149,3 +149,19 @@ pub fn spawn_ops(addr: Option<SocketAddr>, ops: Ops, shutdown: &CancellationToke
         }
     });
 }
+
+/// A service's exit status from the result of its run: success, or the
+/// error logged (as `"{service} failed"`) and a failure status, so a
+/// supervisor restarts it.
+pub fn exit_code<E: std::fmt::Display>(
+    service: &str,
+    result: Result<(), E>,
+) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, service, "{service} failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

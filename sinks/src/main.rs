@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use flashsale_runtime::ops::{init_tracing, shutdown_on_signals, spawn_ops, Ops};
+use flashsale_runtime::ops::{exit_code, init_tracing, shutdown_on_signals, spawn_ops, Ops};
 use flashsale_runtime::retry::{retry, Backoff};
 use flashsale_schemas::registry::Contract;
 use flashsale_sinks::config::{SinkConfig, StoreKind};
@@ -23,13 +23,7 @@ async fn main() -> ExitCode {
     let cfg = SinkConfig::parse();
     init_tracing(&cfg.log);
     let shutdown = shutdown_on_signals();
-    match run(cfg, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "sink failed");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code("sink", run(cfg, shutdown).await)
 }
 
 async fn run(cfg: SinkConfig, shutdown: CancellationToken) -> anyhow::Result<()> {

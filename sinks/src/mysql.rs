@@ -152,8 +152,22 @@ async fn insert_orders(
     Ok(())
 }
 
-/// The newer-offset-wins upserts. MySQL applies the assignments left to
-/// right, so `src_offset` is compared before it is updated, last.
+/// The `ON DUPLICATE KEY UPDATE` clause of a newer-offset-wins upsert: each
+/// of `columns` takes the new value only when the new row's `src_offset` is
+/// greater, and `src_offset` only ever grows. MySQL applies assignments left
+/// to right, so `src_offset` is compared before it is updated, last.
+fn newer_offset_wins(columns: &[&str]) -> String {
+    let mut clause = String::from(" ON DUPLICATE KEY UPDATE ");
+    for c in columns {
+        clause.push_str(&format!(
+            "{c} = IF(VALUES(src_offset) > src_offset, VALUES({c}), {c}), "
+        ));
+    }
+    clause.push_str("src_offset = GREATEST(src_offset, VALUES(src_offset))");
+    clause
+}
+
+/// The newer-offset-wins upserts of the projections (stock, sales, totals).
 async fn upsert_projections(
     tx: &mut Transaction<'_, MySql>,
     f: &Folded,
@@ -170,13 +184,7 @@ async fn upsert_projections(
                 .push_bind(s.partition)
                 .push_bind(s.offset);
         });
-        q.push(
-            " ON DUPLICATE KEY UPDATE \
-             stock = IF(VALUES(src_offset) > src_offset, VALUES(stock), stock), \
-             remaining = IF(VALUES(src_offset) > src_offset, VALUES(remaining), remaining), \
-             src_partition = IF(VALUES(src_offset) > src_offset, VALUES(src_partition), src_partition), \
-             src_offset = GREATEST(src_offset, VALUES(src_offset))",
-        );
+        q.push(newer_offset_wins(&["stock", "remaining", "src_partition"]));
         q.build().execute(&mut **tx).await?;
     }
     upsert_sales(tx, f).await?;
@@ -200,16 +208,14 @@ async fn upsert_sales(tx: &mut Transaction<'_, MySql>, f: &Folded) -> Result<(),
                 .push_bind(t.partition)
                 .push_bind(t.offset);
         });
-        q.push(
-            " ON DUPLICATE KEY UPDATE \
-             stock = IF(VALUES(src_offset) > src_offset, VALUES(stock), stock), \
-             per_user_limit = IF(VALUES(src_offset) > src_offset, VALUES(per_user_limit), per_user_limit), \
-             price = IF(VALUES(src_offset) > src_offset, VALUES(price), price), \
-             starts_at_ms = IF(VALUES(src_offset) > src_offset, VALUES(starts_at_ms), starts_at_ms), \
-             ends_at_ms = IF(VALUES(src_offset) > src_offset, VALUES(ends_at_ms), ends_at_ms), \
-             src_partition = IF(VALUES(src_offset) > src_offset, VALUES(src_partition), src_partition), \
-             src_offset = GREATEST(src_offset, VALUES(src_offset))",
-        );
+        q.push(newer_offset_wins(&[
+            "stock",
+            "per_user_limit",
+            "price",
+            "starts_at_ms",
+            "ends_at_ms",
+            "src_partition",
+        ]));
         q.build().execute(&mut **tx).await?;
     }
     Ok(())
@@ -230,12 +236,28 @@ async fn upsert_user_totals(
                 .push_bind(*total)
                 .push_bind(*offset);
         });
-        q.push(
-            " ON DUPLICATE KEY UPDATE \
-             quantity = IF(VALUES(src_offset) > src_offset, VALUES(quantity), quantity), \
-             src_offset = GREATEST(src_offset, VALUES(src_offset))",
-        );
+        q.push(newer_offset_wins(&["quantity"]));
         q.build().execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newer_offset_wins;
+
+    /// Proves the clause's shape: every column is guarded by the offset
+    /// comparison and `src_offset` is assigned last, after the comparisons
+    /// that read its old value.
+    #[test]
+    fn newer_offset_wins_guards_every_column_and_moves_the_offset_last() {
+        let clause = newer_offset_wins(&["stock", "remaining"]);
+        assert_eq!(
+            clause,
+            " ON DUPLICATE KEY UPDATE \
+             stock = IF(VALUES(src_offset) > src_offset, VALUES(stock), stock), \
+             remaining = IF(VALUES(src_offset) > src_offset, VALUES(remaining), remaining), \
+             src_offset = GREATEST(src_offset, VALUES(src_offset))"
+        );
+    }
 }
