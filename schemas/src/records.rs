@@ -305,7 +305,7 @@ pub struct DeadLetter {
     pub value: Option<Vec<u8>>,
 }
 
-/// One chunk of a partition-state snapshot (see `processors/src/snapshot.rs`).
+/// One chunk of a partition-state snapshot (see `core/src/snapshot.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotChunk {
     /// The requests topic.

@@ -3,6 +3,8 @@
 //! * [`workload`]: the flash-sale demand: many users, Zipf-skewed products,
 //!   demand far above stock, some clients retrying with the same request ID;
 //! * [`target`]: the HTTP shape every benchmarked system answers;
+//! * [`client`]: how clients pace and retry, and the sample each request
+//!   yields;
 //! * [`driver`]: open loop at a fixed rate (latency from the intended send
 //!   time) or closed loop over N connections;
 //! * [`tally`]: counts, HdrHistogram latencies and the [`tally::Report`];
@@ -22,13 +24,15 @@
 
 pub mod baseline;
 pub mod chart;
+pub mod client;
 pub mod driver;
 pub mod scenario;
 pub mod tally;
 pub mod target;
 pub mod workload;
 
-pub use driver::{run, DriverConfig, Mode, Sample};
+pub use client::{DriverConfig, Mode, Sample};
+pub use driver::run;
 pub use tally::{Report, Tally};
 pub use target::{Target, Verdict};
 pub use workload::{Plan, Workload, WorkloadSpec};

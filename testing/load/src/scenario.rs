@@ -16,7 +16,8 @@ use sqlx::mysql::MySqlPool;
 
 use crate::baseline::store::{self, StoredOrders};
 use crate::baseline::{StatsView, Strategy};
-use crate::driver::{self, DriverConfig, Mode};
+use crate::client::{DriverConfig, Mode};
+use crate::driver;
 use crate::tally::{oversold, unsold_with_excess_demand, Report};
 use crate::target::Target;
 use crate::workload::{Workload, WorkloadSpec};

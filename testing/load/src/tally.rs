@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::driver::{DriverConfig, Mode, Sample};
+use crate::client::{DriverConfig, Mode, Sample};
 use crate::target::Verdict;
 use crate::workload::Workload;
 
