@@ -7,434 +7,52 @@
 //! every older one (`acks=all`, idempotent producer). Up to
 //! [`INFLIGHT_BATCHES_MAX`] batches await acknowledgement while the next is
 //! decided, so deciding overlaps the broker's round trip; commits still
-//! follow log order. A crash between produce and commit re-decides the tail
-//! on restart; because [`crate::core`] is deterministic, the re-emitted
-//! outcomes are identical and every consumer treats them as no-ops.
+//! follow log order (kept by [`crate::emitter`]). A crash between produce
+//! and commit re-decides the tail on restart; because the decision core
+//! ([`flashsale_core`]) is deterministic, the re-emitted outcomes are
+//! identical and every consumer treats them as no-ops.
 //!
 //! Single writer: a partition's state exists only between its assignment and
 //! its revocation. On assignment, before deciding anything, the state is
 //! rebuilt by applying the partition's log up to the group's committed offset
-//! without emitting ([`crate::replay`]). A paused "zombie" that resumes after
-//! losing its partitions can only emit the same decisions as the new owner,
-//! since both derive state from the same log prefix.
+//! without emitting ([`crate::replay`], [`crate::apply`]). A paused "zombie"
+//! that resumes after losing its partitions can only emit the same decisions
+//! as the new owner, since both derive state from the same log prefix.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt as _;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use flashsale_core::PartitionState;
 use flashsale_runtime::group::{rejoin, StallWatch};
 use flashsale_runtime::kafka::{collect_batch, group_consumer_config, producer_config};
 use flashsale_runtime::topics::partition_count;
-use flashsale_schemas::avro::ContractError;
-use flashsale_schemas::records::DeadLetterReason;
 use flashsale_schemas::registry::Contract;
-use flashsale_schemas::{DeadLetter, Outcome};
 
-use crate::classify::{classify, Classified, ClassifyError, RawRecord};
+use crate::apply::{apply, replay_range, ApplyCtx};
 use crate::config::ProcessorConfig;
+use crate::emitter::Emitter;
+use crate::error::broker_call;
+pub use crate::error::RunError;
 use crate::metrics::ProcessorMetrics;
-use crate::replay::{ReplayError, Replayer};
-use crate::snapshot_store::{SnapshotStore, SnapshotStoreError};
-use flashsale_core::{DedupeLimits, PartitionState, Position};
+use crate::rebalance::{GroupContext, RebalanceEvent};
+use crate::replay::Replayer;
+use crate::snapshot_store::SnapshotStore;
 
 /// Broker round-trips (metadata, offsets) give up after this long.
 const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the loop waits for a first record before looking at rebalances.
 const IDLE_POLL: Duration = Duration::from_millis(100);
-/// Flush produced records once this many await acknowledgement (memory bound).
-const PENDING_DELIVERIES_MAX: usize = 20_000;
 /// Decided batches awaiting the broker's acknowledgement while the next one
 /// is decided. Bounds memory (with the batch size) and the work a crash
 /// makes the next owner re-decide; commits wait for the oldest batch.
 pub const INFLIGHT_BATCHES_MAX: usize = 4;
-/// Attempts of a broker call (metadata, offsets) while the broker is away, 1 s apart.
-const BROKER_CALL_ATTEMPTS_MAX: u32 = 60;
-/// Retries of a produce refused because librdkafka's queue is full (5 ms apart).
-const QUEUE_FULL_RETRIES_MAX: u32 = 2_000;
-
-/// Why the loop stopped. Every variant is fatal for this process: the
-/// in-memory state may be ahead of what was acknowledged, so the only safe
-/// continuation is a restart that rebuilds state from the log (crash-only).
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The Kafka client failed.
-    #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
-    /// A replay read failed.
-    #[error(transparent)]
-    Replay(#[from] ReplayError),
-    /// The registry stayed down.
-    #[error(transparent)]
-    Classify(#[from] ClassifyError),
-    /// An outcome could not be encoded (a bug: our own records).
-    #[error("encoding: {0}")]
-    Encode(#[from] ContractError),
-    /// The broker refused or lost a produced record.
-    #[error("delivery failed: {0}")]
-    Delivery(String),
-    /// The requests topic does not exist.
-    #[error("topic {0} not found")]
-    NoTopic(String),
-    /// A snapshot could not be read or written.
-    #[error(transparent)]
-    Snapshot(#[from] SnapshotStoreError),
-}
-
-/// Runs a blocking broker call, retrying while the broker is unreachable
-/// (a restart), a bounded number of times.
-async fn broker_call<T>(
-    what: &str,
-    mut call: impl FnMut() -> Result<T, KafkaError>,
-) -> Result<T, RunError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match tokio::task::block_in_place(&mut call) {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt < BROKER_CALL_ATTEMPTS_MAX => {
-                tracing::warn!(attempt, error = %e, "{what} failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// A change of this member's partitions, in the order librdkafka reported it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RebalanceEvent {
-    /// Partitions added to this member.
-    Assigned(Vec<i32>),
-    /// Partitions taken away (revoked or lost).
-    Revoked(Vec<i32>),
-}
-
-/// Consumer context that records rebalances for the loop to act on. The
-/// callbacks run inside `recv()`, so the loop sees them before any record
-/// fetched under the new assignment.
-pub struct GroupContext {
-    /// Topic whose partitions we track.
-    topic: String,
-    /// Rebalances not yet acted on, oldest first.
-    events: Arc<Mutex<VecDeque<RebalanceEvent>>>,
-}
-
-impl GroupContext {
-    fn push(&self, event: RebalanceEvent) {
-        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        events.push_back(event);
-    }
-
-    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
-        tpl.elements_for_topic(&self.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect()
-    }
-}
-
-impl ClientContext for GroupContext {}
-
-impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let partitions = self.partitions(tpl);
-            tracing::info!(?partitions, "partitions revoked");
-            self.push(RebalanceEvent::Revoked(partitions));
-        }
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                let partitions = self.partitions(tpl);
-                tracing::info!(?partitions, "partitions assigned");
-                self.push(RebalanceEvent::Assigned(partitions));
-            }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
-            Rebalance::Revoke(_) => {}
-        }
-    }
-}
-
-/// Produces outcomes and dead letters and tracks their acknowledgements.
-struct Emitter {
-    /// Idempotent, acks=all, murmur2 producer.
-    producer: FutureProducer,
-    /// Encodes records with the registered schema IDs.
-    contract: Contract,
-    /// Where outcomes go.
-    outcomes_topic: String,
-    /// Where refused records go.
-    dead_letter_topic: String,
-    /// Produced for the batch being decided, not yet acknowledged.
-    pending: Vec<DeliveryFuture>,
-    /// Sealed batches awaiting acknowledgement, oldest first.
-    inflight: VecDeque<InFlight>,
-    /// Counters.
-    metrics: ProcessorMetrics,
-}
-
-/// A decided batch whose records the broker has not all acknowledged yet,
-/// and the input offsets to commit once it has.
-struct InFlight {
-    /// Deliveries not yet seen to complete.
-    deliveries: Vec<DeliveryFuture>,
-    /// Next offsets of the batch's partitions.
-    commits: TopicPartitionList,
-}
-
-/// A delivery's result as a loop error.
-fn delivered(
-    result: Result<
-        rdkafka::producer::future_producer::OwnedDeliveryResult,
-        futures::channel::oneshot::Canceled,
-    >,
-) -> Result<(), RunError> {
-    match result {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((e, _))) => Err(RunError::Delivery(e.to_string())),
-        Err(_) => Err(RunError::Delivery("delivery report dropped".into())),
-    }
-}
-
-impl Emitter {
-    async fn enqueue(&mut self, record: FutureRecord<'_, str, [u8]>) -> Result<(), RunError> {
-        let mut record = record;
-        for _ in 0..QUEUE_FULL_RETRIES_MAX {
-            match self.producer.send_result(record) {
-                Ok(delivery) => {
-                    self.pending.push(delivery);
-                    if self.pending.len() >= PENDING_DELIVERIES_MAX {
-                        self.flush().await?;
-                    }
-                    return Ok(());
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
-        Err(RunError::Delivery("producer queue stayed full".into()))
-    }
-
-    async fn outcome(&mut self, o: &Outcome) -> Result<(), RunError> {
-        let payload = self.contract.encode_outcome(o)?;
-        let topic = self.outcomes_topic.clone();
-        let record = FutureRecord::to(&topic)
-            .key(o.product_id.as_str())
-            .payload(payload.as_slice());
-        self.enqueue(record).await?;
-        let (kind, status) = (o.kind.code(), o.status.code());
-        let reason = o.reason.map_or("", |r| r.code());
-        self.metrics
-            .decisions
-            .with_label_values(&[kind, status, reason])
-            .inc();
-        Ok(())
-    }
-
-    async fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), RunError> {
-        let payload = self.contract.encode_dead_letter(letter)?;
-        let partition = letter.source_partition.to_string();
-        let offset = letter.source_offset.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(header("flashsale.dlq.reason", &letter.reason))
-            .insert(header("flashsale.dlq.source.topic", &letter.source_topic))
-            .insert(header("flashsale.dlq.source.partition", &partition))
-            .insert(header("flashsale.dlq.source.offset", &offset));
-        let topic = self.dead_letter_topic.clone();
-        let key = letter.key.as_deref().map(String::from_utf8_lossy);
-        let mut record = FutureRecord::to(&topic)
-            .payload(payload.as_slice())
-            .headers(headers);
-        if let Some(k) = key.as_deref() {
-            record = record.key(k);
-        }
-        self.enqueue(record).await?;
-        self.metrics
-            .dead_letters
-            .with_label_values(&[letter.reason.as_str()])
-            .inc();
-        Ok(())
-    }
-
-    /// Waits until every record of the batch being decided is acknowledged.
-    async fn flush(&mut self) -> Result<(), RunError> {
-        for delivery in self.pending.drain(..) {
-            delivered(delivery.await)?;
-        }
-        Ok(())
-    }
-
-    /// Seals what was produced since the last seal as one in-flight batch
-    /// whose input offsets are `commits`.
-    fn seal(&mut self, commits: TopicPartitionList) {
-        let deliveries = std::mem::take(&mut self.pending);
-        self.inflight.push_back(InFlight {
-            deliveries,
-            commits,
-        });
-    }
-
-    /// The commit lists of the oldest in-flight batches that are fully
-    /// acknowledged, oldest first. Waits for the oldest batches while more
-    /// than `keep_max` are in flight (0: wait for all).
-    async fn settle(&mut self, keep_max: usize) -> Result<Vec<TopicPartitionList>, RunError> {
-        let mut settled = Vec::new();
-        loop {
-            let must_wait = self.inflight.len() > keep_max;
-            let Some(front) = self.inflight.front_mut() else {
-                break;
-            };
-            if must_wait {
-                for delivery in front.deliveries.drain(..) {
-                    delivered(delivery.await)?;
-                }
-            } else {
-                let mut i = 0;
-                while i < front.deliveries.len() {
-                    match (&mut front.deliveries[i]).now_or_never() {
-                        Some(result) => {
-                            delivered(result)?;
-                            drop(front.deliveries.swap_remove(i));
-                        }
-                        None => i += 1,
-                    }
-                }
-                if !front.deliveries.is_empty() {
-                    break;
-                }
-            }
-            if let Some(batch) = self.inflight.pop_front() {
-                settled.push(batch.commits);
-            }
-        }
-        Ok(settled)
-    }
-}
-
-fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
-    Header {
-        key,
-        value: Some(value),
-    }
-}
-
-/// What applying a record needs besides the state.
-struct ApplyCtx<'a> {
-    /// Decodes requests.
-    contract: &'a Contract,
-    /// Partitions of the requests topic, for the murmur2 ownership check.
-    partition_count: i32,
-    /// The requests topic, named in dead letters.
-    source_topic: &'a str,
-    /// Dedupe limits (deterministic configuration).
-    limits: DedupeLimits,
-    /// Counters.
-    metrics: &'a ProcessorMetrics,
-    /// Shutdown, for registry retries.
-    cancel: &'a CancellationToken,
-}
-
-/// Applies one record to its partition's state, emitting its outcome or dead
-/// letter when `emitter` is given (live) and silently otherwise (restore).
-async fn apply(
-    ctx: &ApplyCtx<'_>,
-    state: &mut PartitionState,
-    message: &OwnedMessage,
-    emitter: Option<&mut Emitter>,
-) -> Result<(), RunError> {
-    let raw = RawRecord {
-        key: message.key(),
-        value: message.payload(),
-        partition: message.partition(),
-        offset: message.offset(),
-        timestamp_ms: message.timestamp().to_millis(),
-    };
-    let classified = classify(
-        ctx.contract,
-        ctx.partition_count,
-        &raw,
-        ctx.metrics,
-        ctx.cancel,
-    )
-    .await?;
-    match classified {
-        Classified::Decide(request) => {
-            let at = Position {
-                partition: raw.partition,
-                offset: raw.offset,
-            };
-            let outcome = state.decide(at, &request, ctx.limits);
-            match emitter {
-                Some(e) => e.outcome(&outcome).await?,
-                None => ctx.metrics.replayed.inc(),
-            }
-        }
-        Classified::Refuse { reason, detail } => {
-            state.skip(raw.offset);
-            if let Some(e) = emitter {
-                tracing::warn!(reason = reason.code(), %detail, partition = raw.partition, offset = raw.offset, "record dead-lettered");
-                e.dead_letter(&dead_letter(ctx.source_topic, &raw, reason, detail))
-                    .await?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn dead_letter(
-    topic: &str,
-    raw: &RawRecord<'_>,
-    reason: DeadLetterReason,
-    detail: String,
-) -> DeadLetter {
-    DeadLetter {
-        reason: reason.code().to_owned(),
-        detail,
-        source_topic: topic.to_owned(),
-        source_partition: raw.partition,
-        source_offset: raw.offset,
-        source_timestamp_ms: raw.timestamp_ms,
-        key: raw.key.map(<[u8]>::to_vec),
-        value: raw.value.map(<[u8]>::to_vec),
-    }
-}
-
-/// Applies `[from, to)` of a partition read outside the group.
-async fn replay_range(
-    replayer: &mut Replayer,
-    ctx: &ApplyCtx<'_>,
-    state: &mut PartitionState,
-    mut emitter: Option<&mut Emitter>,
-    (partition, from, to): (i32, i64, i64),
-) -> Result<(), RunError> {
-    replayer.start(ctx.source_topic, partition, from, to)?;
-    while let Some(message) = replayer.next().await? {
-        if message.offset() < state.next_offset {
-            continue;
-        }
-        apply(ctx, state, &message, emitter.as_deref_mut()).await?;
-    }
-    // Offsets in [from, to) that the log does not hold are gaps; step over them.
-    if state.next_offset < to {
-        state.skip(to - 1);
-    }
-    Ok(())
-}
 
 /// One processor instance: a consumer-group member and its partitions' state.
 pub struct Runner {
@@ -474,10 +92,7 @@ impl Runner {
         let instance = cfg.instance();
         let cfg_stall_watch = cfg.kafka.stall_watch(&cfg.topics.requests_topic);
         let events = Arc::new(Mutex::new(VecDeque::new()));
-        let context = GroupContext {
-            topic: cfg.topics.requests_topic.clone(),
-            events: events.clone(),
-        };
+        let context = GroupContext::new(cfg.topics.requests_topic.clone(), events.clone());
         let consumer: StreamConsumer<GroupContext> =
             group_consumer_config(&cfg.kafka.brokers, &cfg.group_id, &instance)
                 .create_with_context(context)?;
@@ -499,15 +114,15 @@ impl Runner {
             &format!("{instance}-replay"),
             Duration::from_millis(cfg.replay_timeout_ms),
         )?;
-        let emitter = Emitter {
+        let emitter = Emitter::new(
             producer,
-            contract: contract.clone(),
-            outcomes_topic: cfg.topics.outcomes_topic.clone(),
-            dead_letter_topic: cfg.topics.dead_letter_topic.clone(),
-            pending: Vec::new(),
-            inflight: VecDeque::new(),
-            metrics: metrics.clone(),
-        };
+            contract.clone(),
+            (
+                cfg.topics.outcomes_topic.clone(),
+                cfg.topics.dead_letter_topic.clone(),
+            ),
+            metrics.clone(),
+        );
         Ok(Self {
             cfg,
             contract,
@@ -525,9 +140,26 @@ impl Runner {
     }
 
     /// Runs until `cancel` fires or a fatal error. On cancel the batch in
-    /// hand is finished (produced, acknowledged, committed) before return.
+    /// hand is finished (produced, acknowledged, committed) before return;
+    /// a cancel met while retrying a broker call (a restore, a metadata
+    /// lookup) stops the same way, since nothing is in flight then.
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), RunError> {
-        self.partition_count = self.fetch_partition_count().await?;
+        match self.serve(&cancel).await {
+            Err(RunError::Cancelled(step)) if cancel.is_cancelled() => {
+                tracing::info!(step, "shutdown requested while waiting for the broker");
+            }
+            result => result?,
+        }
+        self.emitter.flush().await?;
+        self.commit_settled(0, CommitMode::Sync).await?;
+        tracing::info!("processor stopped");
+        Ok(())
+    }
+
+    /// Subscribes, then polls, decides and commits batches until `cancel`
+    /// fires; leaves the final flush and commit to [`Runner::run`].
+    async fn serve(&mut self, cancel: &CancellationToken) -> Result<(), RunError> {
+        self.partition_count = self.fetch_partition_count(cancel).await?;
         self.consumer
             .subscribe(&[&self.cfg.topics.requests_topic])?;
         tracing::info!(topic = %self.cfg.topics.requests_topic, partitions = self.partition_count, "processor subscribed");
@@ -539,18 +171,15 @@ impl Runner {
             if self.events_pending() {
                 // Partitions change hands only with nothing in flight.
                 self.commit_settled(0, CommitMode::Async).await?;
-                self.handle_events(&cancel).await?;
+                self.handle_events(cancel).await?;
             }
             if !batch.is_empty() {
-                self.process_batch(&batch, &cancel).await?;
+                self.process_batch(&batch, cancel).await?;
             }
             self.commit_settled(INFLIGHT_BATCHES_MAX, CommitMode::Async)
                 .await?;
             self.rejoin_if_stalled()?;
         }
-        self.emitter.flush().await?;
-        self.commit_settled(0, CommitMode::Sync).await?;
-        tracing::info!("processor stopped");
         Ok(())
     }
 
@@ -566,9 +195,9 @@ impl Runner {
         Ok(())
     }
 
-    async fn fetch_partition_count(&self) -> Result<i32, RunError> {
+    async fn fetch_partition_count(&self, cancel: &CancellationToken) -> Result<i32, RunError> {
         let topic = &self.cfg.topics.requests_topic;
-        let count = broker_call("metadata", || {
+        let count = broker_call("metadata", cancel, || {
             partition_count(&self.consumer, topic, BROKER_CALL_TIMEOUT)
         })
         .await?;
@@ -616,7 +245,7 @@ impl Runner {
                     }
                 }
                 Some(RebalanceEvent::Assigned(partitions)) => {
-                    self.partition_count = self.fetch_partition_count().await?;
+                    self.partition_count = self.fetch_partition_count(cancel).await?;
                     for p in partitions {
                         self.restore(p, cancel).await?;
                     }
@@ -638,35 +267,14 @@ impl Runner {
     ) -> Result<(), RunError> {
         let started = Instant::now();
         let topic = self.cfg.topics.requests_topic.clone();
-        let (low, high) = broker_call("watermarks", || {
+        let (low, high) = broker_call("watermarks", cancel, || {
             self.consumer
                 .fetch_watermarks(&topic, partition, BROKER_CALL_TIMEOUT)
         })
         .await?;
-        let committed = self.committed_offset(partition).await?;
+        let committed = self.committed_offset(partition, cancel).await?;
         let to = committed.unwrap_or(low).clamp(low, high);
-        let snapshot_started = Instant::now();
-        let snapshot = self.snapshots.latest(partition).await?;
-        // Reported apart from the replay: the two costs grow with different
-        // things (the dedupe memory, the tail since the snapshot).
-        let snapshot_ms = snapshot_started.elapsed().as_millis() as u64;
-        let mut state = match snapshot {
-            Some(s) if (low..=high).contains(&s.next_offset) => {
-                self.metrics.restores_from_snapshot.inc();
-                s
-            }
-            Some(s) => {
-                tracing::warn!(
-                    partition,
-                    snapshot = s.next_offset,
-                    low,
-                    high,
-                    "snapshot outside the log; replaying from the start"
-                );
-                PartitionState::starting_at(low)
-            }
-            None => PartitionState::starting_at(low),
-        };
+        let (mut state, snapshot_ms) = self.starting_state(partition, (low, high)).await?;
         let from = state.next_offset;
         let ctx = ApplyCtx {
             contract: &self.contract,
@@ -704,10 +312,47 @@ impl Runner {
         Ok(())
     }
 
-    async fn committed_offset(&self, partition: i32) -> Result<Option<i64>, RunError> {
+    /// The state a restore starts from: the partition's newest snapshot if
+    /// it lies within the log's `(low, high)` watermarks, else an empty state
+    /// at `low`; and how long finding the snapshot took, in milliseconds.
+    async fn starting_state(
+        &mut self,
+        partition: i32,
+        (low, high): (i64, i64),
+    ) -> Result<(PartitionState, u64), RunError> {
+        let snapshot_started = Instant::now();
+        let snapshot = self.snapshots.latest(partition).await?;
+        // Reported apart from the replay: the two costs grow with different
+        // things (the dedupe memory, the tail since the snapshot).
+        let snapshot_ms = snapshot_started.elapsed().as_millis() as u64;
+        let state = match snapshot {
+            Some(s) if (low..=high).contains(&s.next_offset) => {
+                self.metrics.restores_from_snapshot.inc();
+                s
+            }
+            Some(s) => {
+                tracing::warn!(
+                    partition,
+                    snapshot = s.next_offset,
+                    low,
+                    high,
+                    "snapshot outside the log; replaying from the start"
+                );
+                PartitionState::starting_at(low)
+            }
+            None => PartitionState::starting_at(low),
+        };
+        Ok((state, snapshot_ms))
+    }
+
+    async fn committed_offset(
+        &self,
+        partition: i32,
+        cancel: &CancellationToken,
+    ) -> Result<Option<i64>, RunError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.cfg.topics.requests_topic, partition);
-        let committed = broker_call("committed offsets", || {
+        let committed = broker_call("committed offsets", cancel, || {
             self.consumer
                 .committed_offsets(tpl.clone(), BROKER_CALL_TIMEOUT)
         })
