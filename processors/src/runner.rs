@@ -30,7 +30,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use flashsale_core::PartitionState;
-use flashsale_runtime::group::{rejoin, StallWatch};
+use flashsale_runtime::group::StallWatch;
 use flashsale_runtime::kafka::{collect_batch, group_consumer_config, producer_config};
 use flashsale_runtime::topics::partition_count;
 use flashsale_schemas::registry::Contract;
@@ -185,12 +185,8 @@ impl Runner {
 
     /// Leaves and rejoins the group when [`StallWatch`] says it stalled.
     fn rejoin_if_stalled(&mut self) -> Result<(), RunError> {
-        let Some(watch) = self.stall_watch.as_mut() else {
-            return Ok(());
-        };
-        let consumer = &self.consumer;
-        if tokio::task::block_in_place(|| watch.stalled(consumer)) {
-            rejoin(consumer, &self.cfg.topics.requests_topic)?;
+        if let Some(watch) = self.stall_watch.as_mut() {
+            watch.rejoin_if_stalled(&self.consumer, &self.cfg.topics.requests_topic)?;
         }
         Ok(())
     }

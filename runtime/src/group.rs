@@ -116,6 +116,19 @@ impl StallWatch {
         }
     }
 
+    /// From async code: looks (the broker calls run in `block_in_place`)
+    /// and, when the group stalled, leaves and rejoins it on `topic`.
+    pub fn rejoin_if_stalled<C: rdkafka::consumer::ConsumerContext>(
+        &mut self,
+        consumer: &impl rdkafka::consumer::Consumer<C>,
+        topic: &str,
+    ) -> rdkafka::error::KafkaResult<()> {
+        if tokio::task::block_in_place(|| self.stalled(consumer)) {
+            rejoin(consumer, topic)?;
+        }
+        Ok(())
+    }
+
     /// Committed position of every partition that has records beyond it.
     fn lagging_positions<C: rdkafka::consumer::ConsumerContext>(
         &self,

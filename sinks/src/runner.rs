@@ -16,7 +16,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use flashsale_runtime::group::{rejoin, LoggingContext, StallWatch};
+use flashsale_runtime::group::{LoggingContext, StallWatch};
 use flashsale_runtime::kafka::{collect_batch, group_consumer_config};
 use flashsale_runtime::retry::{retry, Backoff};
 use flashsale_schemas::registry::{Contract, DecodeError};
@@ -142,12 +142,8 @@ impl SinkRunner {
 
     /// Leaves and rejoins the group when [`StallWatch`] says it stalled.
     fn rejoin_if_stalled(&mut self) -> Result<(), SinkError> {
-        let Some(watch) = self.stall_watch.as_mut() else {
-            return Ok(());
-        };
-        let consumer = &self.consumer;
-        if tokio::task::block_in_place(|| watch.stalled(consumer)) {
-            rejoin(consumer, &self.cfg.topics.outcomes_topic)?;
+        if let Some(watch) = self.stall_watch.as_mut() {
+            watch.rejoin_if_stalled(&self.consumer, &self.cfg.topics.outcomes_topic)?;
         }
         Ok(())
     }
