@@ -115,21 +115,27 @@ pub fn with_database(url: &str, database: &str) -> String {
 
 /// Creates (if missing) the database `name` on the server of `url`.
 ///
+/// One connection to the server of `url`, to create or drop database
+/// `name` (refused unless it is a plain identifier: it is spliced into SQL).
+async fn server_pool(url: &str, name: &str) -> anyhow::Result<sqlx::MySqlPool> {
+    anyhow::ensure!(
+        name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "bad database name {name}"
+    );
+    sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .context("connecting to MySQL")
+}
+
 /// The run keeps its read model in a database of its own because order IDs
 /// are derived from the requests topic's partition and offset (`o-P-O`),
 /// unique within one requests topic only: another topic's orders in the
 /// same `orders` table (the shared stack's, an earlier run's) would collide
 /// with this run's, and the MySQL sink keeps the older row.
 pub async fn create_database(url: &str, name: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-        "bad database name {name}"
-    );
-    let pool = sqlx::mysql::MySqlPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .context("connecting to MySQL")?;
+    let pool = server_pool(url, name).await?;
     sqlx::query(&format!(
         "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
     ))
@@ -141,14 +147,7 @@ pub async fn create_database(url: &str, name: &str) -> anyhow::Result<()> {
 
 /// Drops the database `name` on the server of `url`.
 pub async fn drop_database(url: &str, name: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-        "bad database name {name}"
-    );
-    let pool = sqlx::mysql::MySqlPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await?;
+    let pool = server_pool(url, name).await?;
     sqlx::query(&format!("DROP DATABASE IF EXISTS `{name}`"))
         .execute(&pool)
         .await?;
