@@ -56,6 +56,21 @@ pub enum RunError {
 /// Runs a blocking broker call on this worker thread (`block_in_place`),
 /// retrying while the broker is unreachable (a restart), a bounded number of
 /// times, and giving up as soon as `shutdown` fires.
+impl RunError {
+    /// The step that was being retried when shutdown stopped it, if that is
+    /// why the loop ended (directly, or inside a replay or snapshot read).
+    pub fn cancelled_step(&self) -> Option<&'static str> {
+        match self {
+            RunError::Cancelled(step)
+            | RunError::Replay(ReplayError::Cancelled(step))
+            | RunError::Snapshot(SnapshotStoreError::Replay(ReplayError::Cancelled(step))) => {
+                Some(step)
+            }
+            _ => None,
+        }
+    }
+}
+
 pub(crate) async fn broker_call<T>(
     what: &'static str,
     shutdown: &CancellationToken,

@@ -14,6 +14,11 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
 use flashsale_runtime::kafka::assign_consumer_config;
+use flashsale_runtime::retry::{retry, Backoff, RetryError};
+use tokio_util::sync::CancellationToken;
+
+/// Pause between two watermark lookups while the broker is away.
+const WATERMARKS_RETRY_MS: u64 = 500;
 
 /// Why a replay read failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +36,9 @@ pub enum ReplayError {
     /// A client error.
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+    /// Shutdown was requested while a broker call was being retried.
+    #[error("{0}: shutdown requested while retrying")]
+    Cancelled(&'static str),
 }
 
 /// A cursor over one partition range at a time.
@@ -54,24 +62,31 @@ impl Replayer {
         })
     }
 
-    /// The low and high watermarks of a partition, retried while the broker
-    /// is unreachable (bounded by the replay wait).
-    pub async fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), ReplayError> {
-        let deadline = tokio::time::Instant::now() + self.wait;
-        loop {
-            let marks = tokio::task::block_in_place(|| {
+    /// The low and high watermarks of a partition, retried 500 ms apart
+    /// while the broker is unreachable, for about the replay wait in all;
+    /// stops retrying when `cancel` fires.
+    pub async fn watermarks(
+        &self,
+        topic: &str,
+        partition: i32,
+        cancel: &CancellationToken,
+    ) -> Result<(i64, i64), ReplayError> {
+        let every = Duration::from_millis(WATERMARKS_RETRY_MS);
+        let attempts = u32::try_from(self.wait.as_millis() / u128::from(WATERMARKS_RETRY_MS))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let fetch = || {
+            std::future::ready(tokio::task::block_in_place(|| {
                 self.consumer
                     .fetch_watermarks(topic, partition, Duration::from_secs(5))
-            });
-            match marks {
-                Ok(m) => return Ok(m),
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    tracing::warn!(topic, partition, error = %e, "watermarks unavailable; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+            }))
+        };
+        retry("watermarks", Backoff::fixed(attempts, every), cancel, fetch)
+            .await
+            .map_err(|e| match e {
+                RetryError::Exhausted { last, .. } => ReplayError::Kafka(last),
+                RetryError::Cancelled { what } => ReplayError::Cancelled(what),
+            })
     }
 
     /// Starts reading `[from, to)` of `topic`'s `partition`.

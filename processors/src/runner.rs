@@ -145,7 +145,8 @@ impl Runner {
     /// lookup) stops the same way, since nothing is in flight then.
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), RunError> {
         match self.serve(&cancel).await {
-            Err(RunError::Cancelled(step)) if cancel.is_cancelled() => {
+            Err(e) if cancel.is_cancelled() && e.cancelled_step().is_some() => {
+                let step = e.cancelled_step();
                 tracing::info!(step, "shutdown requested while waiting for the broker");
             }
             result => result?,
@@ -270,7 +271,7 @@ impl Runner {
         .await?;
         let committed = self.committed_offset(partition, cancel).await?;
         let to = committed.unwrap_or(low).clamp(low, high);
-        let (mut state, snapshot_ms) = self.starting_state(partition, (low, high)).await?;
+        let (mut state, snapshot_ms) = self.starting_state(partition, (low, high), cancel).await?;
         let from = state.next_offset;
         let ctx = ApplyCtx {
             contract: &self.contract,
@@ -315,9 +316,10 @@ impl Runner {
         &mut self,
         partition: i32,
         (low, high): (i64, i64),
+        cancel: &CancellationToken,
     ) -> Result<(PartitionState, u64), RunError> {
         let snapshot_started = Instant::now();
-        let snapshot = self.snapshots.latest(partition).await?;
+        let snapshot = self.snapshots.latest(partition, cancel).await?;
         // Reported apart from the replay: the two costs grow with different
         // things (the dedupe memory, the tail since the snapshot).
         let snapshot_ms = snapshot_started.elapsed().as_millis() as u64;

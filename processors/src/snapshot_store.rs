@@ -16,6 +16,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use flashsale_schemas::registry::Contract;
 use flashsale_schemas::SnapshotChunk;
+use tokio_util::sync::CancellationToken;
 
 use crate::replay::{ReplayError, Replayer};
 use flashsale_core::snapshot::{self, ENCODING, ENCODINGS_READ};
@@ -118,8 +119,12 @@ impl SnapshotStore {
     pub async fn latest(
         &mut self,
         partition: i32,
+        cancel: &CancellationToken,
     ) -> Result<Option<PartitionState>, SnapshotStoreError> {
-        let (low, high) = self.reader.watermarks(&self.topic, partition).await?;
+        let (low, high) = self
+            .reader
+            .watermarks(&self.topic, partition, cancel)
+            .await?;
         let mut window = WINDOW_RECORDS_MIN;
         loop {
             let from = low.max(high - window);
