@@ -21,9 +21,18 @@ FS_LOGS="$FS_DEV/logs"          # .dev/logs/NAME.log
 FS_PIDS="$FS_DEV/pids"          # .dev/pids/NAME.pid (tests may add their own)
 FS_VENV="$FS_DEV/venv"
 
+# Which cargo profile dev/up builds and runs: `dev` (quick to rebuild; what
+# the tests and the demo use) or `release` (what dev/bench uses, so figures
+# are those of optimised code).
+: "${FLASHSALE_PROFILE:=dev}"
+case "$FLASHSALE_PROFILE" in
+  dev) FS_PROFILE_DIR=debug ;;
+  release) FS_PROFILE_DIR=release ;;
+  *) echo "FLASHSALE_PROFILE must be dev or release, not $FLASHSALE_PROFILE" >&2; exit 2 ;;
+esac
 # Where the workspace binaries are taken from.  Overridable so the scripts can
-# be exercised against other builds (e.g. release) without editing them.
-: "${FLASHSALE_BIN_DIR:=$FS_ROOT/target/debug}"
+# be exercised against other builds without editing them.
+: "${FLASHSALE_BIN_DIR:=$FS_ROOT/target/$FS_PROFILE_DIR}"
 
 # ---------------------------------------------------------------------------
 # Endpoint contract.  Every value can be overridden from the environment; the
@@ -77,7 +86,7 @@ FS_ENV_VARS=(
   FLASHSALE_BROKERS FLASHSALE_SCHEMA_REGISTRY_URL FLASHSALE_MYSQL_URL
   FLASHSALE_REDIS_URL FLASHSALE_INGRESS_URL FLASHSALE_REQUESTS_TOPIC
   FLASHSALE_OUTCOMES_TOPIC FLASHSALE_DEAD_LETTER_TOPIC FLASHSALE_SNAPSHOTS_TOPIC
-  FLASHSALE_PARTITIONS
+  FLASHSALE_PARTITIONS FLASHSALE_BIN_DIR
 )
 
 # ---------------------------------------------------------------------------
