@@ -1,6 +1,6 @@
 //! The benchmark's SVG chart: one row per scenario, one panel per question
-//! (how fast, how slow, oversold?, unsold?, persisted?), one bar group per
-//! system.
+//! (how fast, how slow, oversold?, unsold?, persisted?, how much CPU?), one
+//! bar group per system.
 
 use std::path::Path;
 
@@ -8,10 +8,13 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use crate::cost::CostReport;
 use crate::scenario::ScenarioResult;
 
-const PANEL_WIDTH: u32 = 420;
+const PANEL_WIDTH: u32 = 480;
 const PANEL_HEIGHT: u32 = 380;
+/// Panels per scenario row: what [`panels`] returns.
+const PANELS: usize = 6;
 const PALETTE: [RGBColor; 3] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -47,16 +50,16 @@ pub fn render(results: &[ScenarioResult], path: &Path) -> anyhow::Result<()> {
         }
     }
     let rows = scenarios.len().max(1);
-    let size = (PANEL_WIDTH * 5, PANEL_HEIGHT * rows as u32);
+    let size = (PANEL_WIDTH * PANELS as u32, PANEL_HEIGHT * rows as u32);
     let root = SVGBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
-    let grid = root.split_evenly((rows, 5));
+    let grid = root.split_evenly((rows, PANELS));
     for (row, scenario) in scenarios.iter().enumerate() {
         let of_scenario: Vec<&ScenarioResult> =
             results.iter().filter(|r| r.scenario == *scenario).collect();
         let systems: Vec<String> = of_scenario.iter().map(|r| r.system.clone()).collect();
         for (col, panel) in panels(scenario, &of_scenario).into_iter().enumerate() {
-            draw_panel(&grid[row * 5 + col], &systems, &panel)?;
+            draw_panel(&grid[row * PANELS + col], &systems, &panel)?;
         }
     }
     root.present().map_err(plot_error)?;
@@ -73,10 +76,16 @@ fn s(label: &'static str, values: Vec<f64>) -> Series {
     Series { label, values }
 }
 
-/// The five questions the chart answers for one scenario.
-fn panels(scenario: &str, rs: &[&ScenarioResult]) -> Vec<Panel> {
+/// The [`PANELS`] questions the chart answers for one scenario. A system
+/// whose cost was not measured shows 0 CPU.
+fn panels(scenario: &str, rs: &[&ScenarioResult]) -> [Panel; PANELS] {
     let col = |f: fn(&ScenarioResult) -> f64| rs.iter().map(|r| f(r)).collect::<Vec<f64>>();
-    vec![
+    let cpu = |f: fn(&CostReport) -> f64| {
+        rs.iter()
+            .map(|r| r.cost.as_ref().map_or(0.0, f))
+            .collect::<Vec<f64>>()
+    };
+    [
         Panel {
             title: format!("{scenario}: throughput"),
             y_desc: "requests/s",
@@ -90,6 +99,7 @@ fn panels(scenario: &str, rs: &[&ScenarioResult]) -> Vec<Panel> {
             series: vec![
                 s("p50", col(|r| r.report.latency_ms.p50)),
                 s("p99", col(|r| r.report.latency_ms.p99)),
+                s("p99.9", col(|r| r.report.latency_ms.p99_9)),
             ],
         },
         Panel {
@@ -124,6 +134,15 @@ fn panels(scenario: &str, rs: &[&ScenarioResult]) -> Vec<Panel> {
                 ),
                 s("stored at load end", col(|r| r.stored_units_at_end as f64)),
                 s("stored, settled", col(|r| r.stored_units as f64)),
+            ],
+        },
+        Panel {
+            title: format!("{scenario}: CPU per 1 000 requests"),
+            y_desc: "CPU s",
+            log: false,
+            series: vec![
+                s("own processes", cpu(|c| c.system_cpu_s_per_1k_requests)),
+                s("stores", cpu(|c| c.stores_cpu_s_per_1k_requests)),
             ],
         },
     ]

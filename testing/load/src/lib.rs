@@ -10,8 +10,11 @@
 //! * [`tally`]: counts, HdrHistogram latencies and the [`tally::Report`];
 //! * [`scenario`]: one scenario against one system, then the stores' own
 //!   account of what was sold (oversold units, persisted orders);
+//! * [`cost`]: CPU seconds per 1 000 requests and peak RSS of each process
+//!   a scenario involved, from `/proc`;
 //! * [`chart`]: the SVG chart of a benchmark;
-//! * [`baseline`]: the old design's four strategies, as HTTP servers.
+//! * [`baseline`]: the old design's four strategies and `redis-lua-flag`, as
+//!   HTTP servers (in-process, or as `flashsale-baseline` child processes).
 //!
 //! Binaries: `flashsale-loadgen` drives one system; `flashsale-baseline`
 //! serves one baseline; `flashsale-bench` runs the same workloads against
@@ -25,6 +28,7 @@
 pub mod baseline;
 pub mod chart;
 pub mod client;
+pub mod cost;
 pub mod driver;
 pub mod scenario;
 pub mod tally;

@@ -17,8 +17,9 @@ use sqlx::mysql::MySqlPool;
 use crate::baseline::store::{self, StoredOrders};
 use crate::baseline::{StatsView, Strategy};
 use crate::client::{DriverConfig, Mode};
+use crate::cost::{CostReport, Meter, Watchlist};
 use crate::driver;
-use crate::tally::{oversold, unsold_with_excess_demand, Report};
+use crate::tally::{oversold, unsold_with_excess_demand, Report, Tally};
 use crate::target::Target;
 use crate::workload::{Workload, WorkloadSpec};
 
@@ -48,6 +49,9 @@ pub struct SystemUnderTest {
     pub kind: SystemKind,
     /// Base URL of its HTTP API.
     pub base_url: String,
+    /// Processes whose CPU and memory each scenario measures; `None`: no
+    /// cost is measured.
+    pub watch: Option<Watchlist>,
 }
 
 impl SystemUnderTest {
@@ -57,6 +61,7 @@ impl SystemUnderTest {
             name: strategy.name().to_owned(),
             kind: SystemKind::Baseline(strategy),
             base_url: base_url.to_owned(),
+            watch: None,
         }
     }
 
@@ -66,7 +71,14 @@ impl SystemUnderTest {
             name: "pipeline".to_owned(),
             kind: SystemKind::Pipeline { pool },
             base_url: base_url.to_owned(),
+            watch: None,
         }
+    }
+
+    /// Measures the cost of `watch`'s processes over every scenario.
+    pub fn with_watch(mut self, watch: Watchlist) -> Self {
+        self.watch = Some(watch);
+        self
     }
 
     /// Short tag used in product IDs (IDs are at most 64 bytes).
@@ -76,6 +88,7 @@ impl SystemUnderTest {
             SystemKind::Baseline(Strategy::Optimistic) => "optim",
             SystemKind::Baseline(Strategy::Pessimistic) => "pessi",
             SystemKind::Baseline(Strategy::RedisLua) => "rlua",
+            SystemKind::Baseline(Strategy::RedisLuaFlag) => "rluaf",
             SystemKind::Pipeline { .. } => "pipe",
         }
     }
@@ -216,6 +229,27 @@ pub struct ScenarioResult {
     /// beside `stored_units` (the `orders` table) it tells an order lost by
     /// the orders projection from one never decided.
     pub accepted_outcome_units: Option<i64>,
+    /// CPU per 1 000 requests and peak RSS of each process, over the load
+    /// and settling; `None` when the system has no watchlist.
+    pub cost: Option<CostReport>,
+}
+
+/// What a run observed, before it is turned into a [`ScenarioResult`].
+struct Observed {
+    /// The load generator's report.
+    report: Report,
+    /// Stored orders when the load ended.
+    at_end: BTreeMap<String, StoredOrders>,
+    /// Stored orders once settled.
+    settled: BTreeMap<String, StoredOrders>,
+    /// How long settling took (s).
+    settle_s: f64,
+    /// Baselines: the counters.
+    stats: Option<StatsView>,
+    /// Pipeline: accepted units in `outcomes`.
+    accepted_outcome_units: Option<i64>,
+    /// The processes' cost.
+    cost: Option<CostReport>,
 }
 
 /// A fresh prefix for one (run, system, scenario): letters, digits, dashes.
@@ -223,7 +257,9 @@ pub fn product_prefix(run: &str, system: &SystemUnderTest, scenario: &Scenario) 
     format!("{run}-{}-{}-", system.tag(), scenario.name)
 }
 
-/// Configures the sales, runs the workload, settles, and measures.
+/// Configures the sales, runs the workload, settles, and measures. The
+/// cost window (when the system has a watchlist) opens once the sales are
+/// configured and closes once the stores settled.
 pub async fn run_scenario(
     system: &SystemUnderTest,
     scenario: &Scenario,
@@ -239,6 +275,7 @@ pub async fn run_scenario(
         max_in_flight: 20_000,
         progress,
     };
+    let meter = system.watch.as_ref().map(Meter::start);
     let tally = driver::run(&target, &workload, &config).await?;
     let report = tally.report(&system.name, Some(scenario.stock));
     let http = reqwest::Client::builder()
@@ -249,8 +286,30 @@ pub async fn run_scenario(
     let accepted = report.accepted_units;
     let settled = settle(system, &http, &prefix, accepted, scenario.settle_timeout).await?;
     let settle_s = settle_started.elapsed().as_secs_f64();
-    let stats = system.stats(&http).await?;
-    let accepted_outcome_units = system.accepted_outcome_units(&prefix).await?;
+    let cost = meter.map(|m| m.finish(report.requests));
+    let observed = Observed {
+        stats: system.stats(&http).await?,
+        accepted_outcome_units: system.accepted_outcome_units(&prefix).await?,
+        report,
+        at_end,
+        settled,
+        settle_s,
+        cost,
+    };
+    Ok(result(
+        system, scenario, prefix, &workload, &tally, observed,
+    ))
+}
+
+/// The figures of one run, from what it observed.
+fn result(
+    system: &SystemUnderTest,
+    scenario: &Scenario,
+    prefix: String,
+    workload: &Workload,
+    tally: &Tally,
+    o: Observed,
+) -> ScenarioResult {
     let demand_and_sold: Vec<(i64, i64)> = workload
         .spec
         .products
@@ -260,35 +319,36 @@ pub async fn run_scenario(
         // an order missing from a store is counted under "persisted", not
         // as stock left unsold.
         .map(|(p, t)| {
-            let stored = settled.get(p).map_or(0, |s| s.units);
+            let stored = o.settled.get(p).map_or(0, |s| s.units);
             (t.demand_units, stored.max(t.accepted_units))
         })
         .collect();
     let stock = scenario.stock;
     let units = |m: &BTreeMap<String, StoredOrders>| m.values().map(|s| s.units).sum();
     let orders = |m: &BTreeMap<String, StoredOrders>| m.values().map(|s| s.orders).sum();
-    Ok(ScenarioResult {
+    ScenarioResult {
         system: system.name.clone(),
         scenario: scenario.name.clone(),
         product_prefix: prefix,
         stock_per_product: stock,
         total_stock: stock * scenario.products as i64,
         oversold_units_by_answers: oversold(tally.products.iter().map(|t| t.accepted_units), stock),
-        oversold_units_by_orders: oversold(settled.values().map(|s| s.units), stock),
+        oversold_units_by_orders: oversold(o.settled.values().map(|s| s.units), stock),
         unsold_units_with_excess_demand: unsold_with_excess_demand(
             demand_and_sold.iter().copied(),
             stock,
         ),
         products_with_excess_demand: demand_and_sold.iter().filter(|(d, _)| *d > stock).count(),
-        stored_units_at_end: units(&at_end),
-        stored_orders_at_end: orders(&at_end),
-        stored_units: units(&settled),
-        stored_orders: orders(&settled),
-        settle_s,
-        report,
-        baseline_stats: stats,
-        accepted_outcome_units,
-    })
+        stored_units_at_end: units(&o.at_end),
+        stored_orders_at_end: orders(&o.at_end),
+        stored_units: units(&o.settled),
+        stored_orders: orders(&o.settled),
+        settle_s: o.settle_s,
+        report: o.report,
+        baseline_stats: o.stats,
+        accepted_outcome_units: o.accepted_outcome_units,
+        cost: o.cost,
+    }
 }
 
 /// Checks the system answers, configures this run's sales, and builds the

@@ -3,12 +3,15 @@
 //! must hold whatever the machine's speed. No timing is asserted.
 //!
 //! Needs the local stack (`dev/up`): the baselines run in-process on
-//! ephemeral ports over its MariaDB and Redis; the pipeline is the running
-//! ingress (`FLASHSALE_INGRESS_URL`).
+//! ephemeral ports over its MariaDB and Redis (and one as a child process,
+//! as `flashsale-bench` runs them); the pipeline is the running ingress
+//! (`FLASHSALE_INGRESS_URL`).
 
+use std::path::Path;
 use std::time::Duration;
 
-use flashsale_load::baseline::{BaselineConfig, BaselineServer, Strategy};
+use flashsale_load::baseline::{BaselineConfig, BaselineProcess, BaselineServer, Strategy};
+use flashsale_load::cost::{self, Role, RssPeakSince, Watchlist};
 use flashsale_load::scenario::{run_scenario, Scenario, ScenarioResult, SystemUnderTest};
 use flashsale_load::Mode;
 use flashsale_testkit::{unique, Env};
@@ -79,12 +82,16 @@ fn assert_not_oversold(r: &ScenarioResult) {
     );
 }
 
-/// Proves every baseline strategy, run in-process under contention with
-/// retries and duplicate sends, never oversells: for each product, accepted
-/// units (from the HTTP answers) and stored units (from `baseline_orders`,
-/// after redis-lua's queue drained) stay within stock. It also checks that
-/// every stored unit was answered accepted and vice versa (no lost or
-/// phantom orders), since all answers arrive within the timeout here.
+/// Proves every baseline strategy (`Strategy::ALL`, redis-lua-flag
+/// included), run in-process under contention with retries and duplicate
+/// sends, never oversells: for each product, accepted units (from the HTTP
+/// answers) and stored units (from `baseline_orders`, after the redis-lua
+/// queues drained) stay within stock. It also checks that every stored unit
+/// was answered accepted and vice versa (no lost or phantom orders), since
+/// all answers arrive within the timeout here. For redis-lua-flag it checks
+/// the flag really answered (most requests come after the sell-out) and
+/// that no duplicate sent after the sell-out contradicted its first answer:
+/// a repeat of an accepted request still gets its order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baselines_never_oversell() {
     let env = Env::from_env();
@@ -104,6 +111,11 @@ async fn baselines_never_oversell() {
                 r.stored_units, r.report.accepted_units,
                 "{strategy:?}: {r:#?}"
             );
+            if strategy == Strategy::RedisLuaFlag {
+                let stats = r.baseline_stats.as_ref().unwrap();
+                assert!(stats.flag_answers > 0, "the flag never answered: {r:#?}");
+                assert_eq!(r.report.duplicate_flips, 0, "{r:#?}");
+            }
         }
         server.stop().await.unwrap();
     }
@@ -127,4 +139,42 @@ async fn pipeline_sells_exactly_its_stock() {
         assert_eq!(r.stored_units, r.total_stock, "{r:#?}");
         assert_eq!(r.unsold_units_with_excess_demand, 0, "{r:#?}");
     }
+}
+
+/// Proves the benchmark's default way of running a baseline: as its own
+/// `flashsale-baseline` process (redis-lua-flag here), started and found by
+/// its printed address, measured from `/proc` while it serves a scenario
+/// (its CPU and peak RSS reported under `baseline`, reset to the scenario),
+/// still never overselling, and stopped gracefully with its queue drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_process_baseline_is_measured() {
+    let env = Env::from_env();
+    let config = BaselineConfig::for_env(&env);
+    let binary = Path::new(env!("CARGO_BIN_EXE_flashsale-baseline"));
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let strategy = Strategy::RedisLuaFlag;
+    let server = BaselineProcess::spawn(binary, strategy, &config, listen, 2)
+        .await
+        .unwrap();
+    let pids = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.dev/pids");
+    let mut watch = Watchlist::from_pid_files(&pids, &cost::BASELINE_STORES);
+    watch.add("baseline", server.pid, Role::System);
+    let system = SystemUnderTest::baseline(strategy, &server.base_url()).with_watch(watch);
+    let scenario = old();
+    let r = run_scenario(&system, &scenario, &unique("bc"), false)
+        .await
+        .unwrap();
+    assert_not_oversold(&r);
+    assert_eq!(r.stored_units, r.report.accepted_units, "{r:#?}");
+    let cost = r.cost.as_ref().unwrap();
+    let own = &cost.processes["baseline"];
+    assert_eq!(own.pid, server.pid);
+    assert!(own.rss_peak_mb.is_some_and(|m| m > 0.0), "{cost:#?}");
+    assert_eq!(own.rss_peak_since, RssPeakSince::Scenario, "{cost:#?}");
+    assert!(cost.load_generator.is_some(), "{cost:#?}");
+    let last = server.stop().await.unwrap();
+    assert!(
+        last.is_some_and(|l| l.contains("\"queued_orders\":0")),
+        "the stopped server printed no drained counters"
+    );
 }

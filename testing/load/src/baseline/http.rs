@@ -19,7 +19,7 @@ use flashsale_schemas::records::STOCK_MAX;
 use flashsale_schemas::{ProductId, RequestId, UserId};
 
 use super::store::{self, Lock, NewSale, StoredOrders};
-use super::{decide, redis_lua, Decision, PurchaseInput, Shared, Strategy};
+use super::{decide, redis_lua, Decision, PurchaseInput, Shared};
 
 /// Most units one purchase may ask for (the ingress's default limit).
 pub const QUANTITY_MAX: i64 = 100;
@@ -134,8 +134,11 @@ async fn create_sale(
             "baseline sales are configured once; use a fresh product ID",
         ));
     }
-    if shared.strategy == Strategy::RedisLua {
+    if shared.strategy.uses_lua() {
         redis_lua::configure(&shared, product.as_str(), body.stock, sale.per_user_limit).await?;
+        // redis-lua-flag: a (re)configured sale is the only thing that
+        // clears this process's sold-out flag.
+        shared.sold_out.reset(product.as_str());
     }
     let view = json!({"product_id": product, "stock": body.stock, "remaining": body.stock,
         "per_user_limit": sale.per_user_limit, "price": price, "strategy": shared.strategy.name()});
@@ -167,8 +170,9 @@ async fn get_sale(
     let Some(mut sale) = store::sale(&mut conn, &product, Lock::None).await? else {
         return Err(ApiError::unknown_product(&product));
     };
-    // redis-lua decides in Redis; MySQL catches up when the worker writes.
-    if shared.strategy == Strategy::RedisLua {
+    // redis-lua(-flag) decides in Redis; MySQL catches up when the worker
+    // writes.
+    if shared.strategy.uses_lua() {
         if let Some(remaining) = redis_lua::remaining(&shared, &product).await? {
             sale.remaining = remaining;
         }

@@ -1,4 +1,4 @@
-//! # Baselines: the old design's four strategies, done correctly
+//! # Baselines: the old design's strategies, done correctly
 //!
 //! Each is an HTTP server with the pipeline's purchase shape over the same
 //! MariaDB and Redis, on its own tables (`baseline_sales`,
@@ -11,23 +11,31 @@
 //! | `optimistic` | [`optimistic`] | version-checked UPDATE, 3 tries | `conflict` rejections while stock remains |
 //! | `pessimistic` | [`pessimistic`] | `SELECT ... FOR UPDATE` | hot rows serialise on MySQL |
 //! | `redis-lua` | [`redis_lua`] | one atomic Lua script | orders persisted later: lost on a crash |
+//! | `redis-lua-flag` | [`redis_lua_flag`] | redis-lua, plus an in-process sold-out flag per product | as redis-lua; the flag is per process and only a (re)configure through that server resets it |
 //!
 //! Every strategy enforces the per-user limit and answers a repeated
 //! `request_id` with its original order (the old design did neither
 //! reliably). Rejections are not remembered, as in the old design: a
 //! repeated request that was rejected is decided again.
 //!
+//! `redis-lua-flag` is the strongest form of the Redis-Lua habit (the
+//! popular seckill designs answer sold-out products from memory); it is not
+//! one of the old design's four, but what a careful team would have built
+//! from them.
+//!
 //! Routes: `POST /api/v1/sales` (201), `GET /api/v1/sales/{product}`,
 //! `POST /api/v1/sales/{product}/purchases`, `GET /api/v1/baseline/stats`
-//! (accepted, persisted, dropped, queued, lock and conflict counters),
+//! (accepted, persisted, dropped, queued, lock, conflict and flag counters),
 //! `GET /api/v1/baseline/orders?product_prefix=P` (stored orders per
 //! product), `GET /health`.
 
 pub mod http;
 pub mod optimistic;
 pub mod pessimistic;
+pub mod process;
 pub mod redis_lock;
 pub mod redis_lua;
+pub mod redis_lua_flag;
 pub mod server;
 pub mod store;
 
@@ -42,6 +50,7 @@ use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+pub use process::BaselineProcess;
 pub use server::BaselineServer;
 use store::NewOrder;
 
@@ -62,15 +71,18 @@ pub enum Strategy {
     Pessimistic,
     /// Redis Lua pre-deduction, orders persisted asynchronously.
     RedisLua,
+    /// redis-lua plus an in-process sold-out flag per product.
+    RedisLuaFlag,
 }
 
 impl Strategy {
     /// Every strategy, in the order the benchmark runs them.
-    pub const ALL: [Strategy; 4] = [
+    pub const ALL: [Strategy; 5] = [
         Strategy::RedisLock,
         Strategy::Optimistic,
         Strategy::Pessimistic,
         Strategy::RedisLua,
+        Strategy::RedisLuaFlag,
     ];
 
     /// The name used in flags, tables and reports.
@@ -80,7 +92,14 @@ impl Strategy {
             Strategy::Optimistic => "optimistic",
             Strategy::Pessimistic => "pessimistic",
             Strategy::RedisLua => "redis-lua",
+            Strategy::RedisLuaFlag => "redis-lua-flag",
         }
+    }
+
+    /// Whether it decides with the Lua script in Redis (and so persists
+    /// orders asynchronously, and reads the remaining stock from Redis).
+    pub fn uses_lua(self) -> bool {
+        matches!(self, Strategy::RedisLua | Strategy::RedisLuaFlag)
     }
 }
 
@@ -111,10 +130,10 @@ pub struct BaselineConfig {
     /// optimistic: wait between tries (ms) (the old design: 10).
     #[arg(long, default_value_t = 10)]
     pub optimistic_backoff_ms: u64,
-    /// redis-lua: capacity of the persistence queue; a full queue drops orders.
+    /// redis-lua(-flag): capacity of the persistence queue; a full queue drops orders.
     #[arg(long, default_value_t = 100_000)]
     pub persist_queue: usize,
-    /// redis-lua: most orders the worker writes per transaction.
+    /// redis-lua(-flag): most orders the worker writes per transaction.
     #[arg(long, default_value_t = 500)]
     pub persist_batch: usize,
 }
@@ -134,6 +153,41 @@ impl BaselineConfig {
             persist_queue: 100_000,
             persist_batch: 500,
         }
+    }
+
+    /// The `flashsale-baseline` flags that reproduce this configuration,
+    /// except the store URLs, which go in the environment (`url_env`) so
+    /// their passwords stay out of the process list.
+    pub fn to_args(&self) -> Vec<String> {
+        let flags: [(&str, String); 8] = [
+            ("--mysql-pool", self.mysql_pool.to_string()),
+            ("--lock-ttl-ms", self.lock_ttl_ms.to_string()),
+            ("--lock-attempts", self.lock_attempts.to_string()),
+            ("--lock-retry-ms", self.lock_retry_ms.to_string()),
+            (
+                "--optimistic-attempts",
+                self.optimistic_attempts.to_string(),
+            ),
+            (
+                "--optimistic-backoff-ms",
+                self.optimistic_backoff_ms.to_string(),
+            ),
+            ("--persist-queue", self.persist_queue.to_string()),
+            ("--persist-batch", self.persist_batch.to_string()),
+        ];
+        flags
+            .into_iter()
+            .flat_map(|(flag, value)| [flag.to_owned(), value])
+            .collect()
+    }
+
+    /// The environment variables `flashsale-baseline` reads the store URLs
+    /// from, with this configuration's values.
+    pub fn url_env(&self) -> [(&'static str, String); 2] {
+        [
+            ("FLASHSALE_MYSQL_URL", self.mysql_url.clone()),
+            ("FLASHSALE_REDIS_URL", self.redis_url.clone()),
+        ]
     }
 }
 
@@ -162,6 +216,9 @@ pub struct Stats {
     pub version_conflicts: AtomicU64,
     /// optimistic: buyers answered `conflict` after the last try.
     pub conflict_rejections: AtomicU64,
+    /// redis-lua-flag: purchases answered from the in-process flag (sold
+    /// out, or a repeat of an order accepted here) without calling Redis.
+    pub flag_answers: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -194,6 +251,9 @@ pub struct StatsView {
     pub version_conflicts: u64,
     /// See [`Stats::conflict_rejections`].
     pub conflict_rejections: u64,
+    /// See [`Stats::flag_answers`]; absent (0) from servers built before it.
+    #[serde(default)]
+    pub flag_answers: u64,
 }
 
 impl Stats {
@@ -247,6 +307,7 @@ impl Stats {
             lock_lost: get(&self.lock_lost),
             version_conflicts: get(&self.version_conflicts),
             conflict_rejections: get(&self.conflict_rejections),
+            flag_answers: get(&self.flag_answers),
         }
     }
 }
@@ -263,12 +324,14 @@ pub struct Shared {
     pub redis: ConnectionManager,
     /// Counters.
     pub stats: Arc<Stats>,
-    /// redis-lua: the persistence queue.
+    /// redis-lua(-flag): the persistence queue.
     pub persist: Option<mpsc::Sender<NewOrder>>,
     /// redis-lock: compare-and-delete.
     pub unlock: redis::Script,
-    /// redis-lua: the pre-deduction script.
+    /// redis-lua(-flag): the pre-deduction script.
     pub lua: redis::Script,
+    /// redis-lua-flag: this process's sold-out flags (empty otherwise).
+    pub sold_out: redis_lua_flag::SoldOutFlags,
 }
 
 /// A validated purchase.
@@ -368,10 +431,12 @@ pub async fn decide(shared: &Shared, p: &PurchaseInput) -> anyhow::Result<Decisi
         Strategy::Optimistic => optimistic::purchase(shared, p).await,
         Strategy::Pessimistic => pessimistic::purchase(shared, p).await,
         Strategy::RedisLua => redis_lua::purchase(shared, p).await,
+        Strategy::RedisLuaFlag => redis_lua_flag::purchase(shared, p).await,
     }
 }
 
-/// Connects, creates the tables, starts the redis-lua worker if needed.
+/// Connects, creates the tables, starts the redis-lua(-flag) worker if
+/// needed.
 /// Returns the shared state and the worker's handle (it ends once the state
 /// is dropped and the queue drained).
 pub async fn connect(
@@ -397,10 +462,11 @@ pub async fn connect(
         .await
         .with_context(|| format!("connecting to Redis at {}", config.redis_url))?;
     let stats = Arc::new(Stats::default());
-    let (persist, worker) = if strategy == Strategy::RedisLua {
+    let (persist, worker) = if strategy.uses_lua() {
         let (tx, handle) = redis_lua::spawn_persister(
             pool.clone(),
             stats.clone(),
+            strategy,
             config.persist_queue,
             config.persist_batch,
         );
@@ -417,12 +483,14 @@ pub async fn connect(
         persist,
         unlock: redis_lock::unlock_script(),
         lua: redis_lua::purchase_script(),
+        sold_out: redis_lua_flag::SoldOutFlags::default(),
     };
     Ok((Arc::new(shared), worker))
 }
 
 /// The baseline's HTTP API for `strategy`: connects to MySQL and Redis,
-/// creates the tables, and (redis-lua) starts the persistence worker.
+/// creates the tables, and (redis-lua, redis-lua-flag) starts the
+/// persistence worker.
 pub async fn app(strategy: Strategy, config: &BaselineConfig) -> anyhow::Result<Router> {
     let (shared, _worker) = connect(strategy, config).await?;
     Ok(http::router(shared))

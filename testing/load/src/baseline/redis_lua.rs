@@ -95,9 +95,42 @@ pub async fn remaining(shared: &Shared, product: &str) -> anyhow::Result<Option<
         .await?)
 }
 
+/// What the purchase script answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptAnswer {
+    /// Sold: the stock left after it.
+    Accepted {
+        /// Units left.
+        remaining: i64,
+    },
+    /// The request ID was seen before: its order.
+    Repeat {
+        /// The original order's ID.
+        order_id: String,
+    },
+    /// Not sold, with the script's reason.
+    Rejected {
+        /// `sold_out`, `limit_exceeded` or `insufficient_stock`.
+        reason: &'static str,
+    },
+    /// No sale for the product in Redis.
+    UnknownProduct,
+}
+
 /// Decides one purchase and queues its order for persistence.
 pub async fn purchase(shared: &Shared, p: &PurchaseInput) -> anyhow::Result<Decision> {
     let order_id = NewOrder::for_purchase(p).order_id;
+    let answer = run_script(shared, p, &order_id).await?;
+    Ok(decision(shared, p, order_id, answer))
+}
+
+/// Runs the purchase script once; `order_id` becomes the order's ID if the
+/// script accepts.
+pub async fn run_script(
+    shared: &Shared,
+    p: &PurchaseInput,
+    order_id: &str,
+) -> anyhow::Result<ScriptAnswer> {
     let (code, value): (i64, String) = shared
         .lua
         .key(stock_key(&p.product))
@@ -109,19 +142,37 @@ pub async fn purchase(shared: &Shared, p: &PurchaseInput) -> anyhow::Result<Deci
         ))
         .arg(p.quantity)
         .arg(KEY_TTL_S)
-        .arg(&order_id)
+        .arg(order_id)
         .invoke_async(&mut shared.redis.clone())
         .await?;
-    match code {
-        1 => {
-            let remaining = value.parse::<i64>()?;
+    Ok(match code {
+        1 => ScriptAnswer::Accepted {
+            remaining: value.parse::<i64>()?,
+        },
+        2 => ScriptAnswer::Repeat { order_id: value },
+        0 => ScriptAnswer::Rejected {
+            reason: reason_code(&value),
+        },
+        _ => ScriptAnswer::UnknownProduct,
+    })
+}
+
+/// The answer to the buyer; an acceptance is counted and its order queued.
+pub fn decision(
+    shared: &Shared,
+    p: &PurchaseInput,
+    order_id: String,
+    answer: ScriptAnswer,
+) -> Decision {
+    match answer {
+        ScriptAnswer::Accepted { remaining } => {
             shared.stats.accepted(p.quantity, false);
             enqueue(shared, p, &order_id);
-            Ok(Decision::accepted(order_id, remaining))
+            Decision::accepted(order_id, remaining)
         }
-        2 => Ok(Decision::repeat(value)),
-        0 => Ok(Decision::rejected_unknown_remaining(reason_code(&value))),
-        _ => Ok(Decision::UnknownProduct),
+        ScriptAnswer::Repeat { order_id } => Decision::repeat(order_id),
+        ScriptAnswer::Rejected { reason } => Decision::rejected_unknown_remaining(reason),
+        ScriptAnswer::UnknownProduct => Decision::UnknownProduct,
     }
 }
 
@@ -153,10 +204,12 @@ fn enqueue(shared: &Shared, p: &PurchaseInput, order_id: &str) {
 }
 
 /// Starts the persistence worker; it ends when every sender is gone and the
-/// queue is drained.
+/// queue is drained. `strategy` tags the stored orders (`redis-lua` or
+/// `redis-lua-flag`, which share this worker).
 pub fn spawn_persister(
     pool: MySqlPool,
     stats: Arc<Stats>,
+    strategy: Strategy,
     capacity: usize,
     batch_max: usize,
 ) -> (mpsc::Sender<NewOrder>, JoinHandle<()>) {
@@ -164,31 +217,38 @@ pub fn spawn_persister(
     let handle = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(batch_max.max(1));
         while rx.recv_many(&mut batch, batch_max.max(1)).await > 0 {
-            persist_with_retries(&pool, &stats, &batch).await;
+            persist_with_retries(&pool, &stats, strategy, &batch).await;
             batch.clear();
         }
     });
     (tx, handle)
 }
 
-async fn persist_with_retries(pool: &MySqlPool, stats: &Stats, batch: &[NewOrder]) {
+async fn persist_with_retries(
+    pool: &MySqlPool,
+    stats: &Stats,
+    strategy: Strategy,
+    batch: &[NewOrder],
+) {
     let units: i32 = batch.iter().map(|o| o.quantity).sum();
     for attempt in 1..=PERSIST_TRIES {
-        match persist(pool, batch).await {
+        match persist(pool, strategy, batch).await {
             Ok(()) => {
                 stats.persisted(batch.len() as u64, units);
                 return;
             }
             Err(e) if attempt < PERSIST_TRIES => {
                 eprintln!(
-                    "baseline redis-lua: persisting {} orders failed (try {attempt}): {e:#}",
+                    "baseline {}: persisting {} orders failed (try {attempt}): {e:#}",
+                    strategy.name(),
                     batch.len()
                 );
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
             }
             Err(e) => {
                 eprintln!(
-                    "baseline redis-lua: giving up on {} orders: {e:#}",
+                    "baseline {}: giving up on {} orders: {e:#}",
+                    strategy.name(),
                     batch.len()
                 );
                 for order in batch {
@@ -203,7 +263,7 @@ async fn persist_with_retries(pool: &MySqlPool, stats: &Stats, batch: &[NewOrder
 /// the stock, in one transaction. The script answers a repeated request ID
 /// from Redis, so the same order never reaches the queue twice; `INSERT
 /// IGNORE` is only a seatbelt.
-async fn persist(pool: &MySqlPool, batch: &[NewOrder]) -> anyhow::Result<()> {
+async fn persist(pool: &MySqlPool, strategy: Strategy, batch: &[NewOrder]) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     let mut insert = QueryBuilder::new(
         "INSERT IGNORE INTO baseline_orders (order_id, request_id, product_id, user_id, quantity, strategy) ",
@@ -214,7 +274,7 @@ async fn persist(pool: &MySqlPool, batch: &[NewOrder]) -> anyhow::Result<()> {
             .push_bind(&o.product_id)
             .push_bind(&o.user_id)
             .push_bind(o.quantity)
-            .push_bind(Strategy::RedisLua.name());
+            .push_bind(strategy.name());
     });
     insert.build().execute(&mut *tx).await?;
     let mut per_product: BTreeMap<&str, i64> = BTreeMap::new();

@@ -1,6 +1,8 @@
 //! A baseline served on its own thread and Tokio runtime, so it competes for
 //! the CPU with the load generator the way a separate process would, yet
-//! starts in milliseconds inside a test or the benchmark.
+//! starts in milliseconds inside a test (or `flashsale-bench
+//! --baseline-in-process`; the benchmark otherwise runs each baseline as
+//! its own process, [`super::BaselineProcess`], so its CPU can be measured).
 
 use std::net::SocketAddr;
 

@@ -1,14 +1,21 @@
 //! `flashsale-bench`: the same flash-sale workloads, in one run on one
-//! machine, against each of the old design's strategies (baselines started
-//! in-process, each on its own runtime) and then against the pipeline (the
-//! running ingress). Writes `results.json` and `results.svg` to `--out`.
+//! machine, against each baseline strategy (each a `flashsale-baseline`
+//! child process, or in-process with `--baseline-in-process`) and then
+//! against the pipeline (the running ingress). Writes `results.json` and
+//! `results.svg` to `--out`.
+//!
+//! Each (system, scenario) also gets its cost: CPU seconds per 1 000
+//! requests and peak RSS of every process involved (the baseline server, or
+//! the pipeline's processor, sinks and ingress, plus the stores: Kafka for
+//! the pipeline, MariaDB and Redis for both), read from `/proc` with the
+//! stack's PIDs from `--pids-dir` (see `flashsale_load::cost`).
 //!
 //! Scenarios: `old` is the old design's own test (100 distinct users, 10
 //! items, 1 product, quantity 1, all at once); `large` is many products with
 //! Zipf-skewed demand far above stock, some clients retrying.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -16,7 +23,8 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
-use flashsale_load::baseline::{BaselineConfig, BaselineServer, Strategy};
+use flashsale_load::baseline::{BaselineConfig, BaselineProcess, BaselineServer, Strategy};
+use flashsale_load::cost::{self, Role, Watchlist};
 use flashsale_load::scenario::{run_scenario, Scenario, ScenarioResult, SystemUnderTest};
 use flashsale_load::{chart, Mode};
 use flashsale_testkit::{unique, Env};
@@ -77,9 +85,21 @@ struct Args {
     /// Longest wait for asynchronous stores to catch up after a run (s).
     #[arg(long, default_value_t = 60)]
     settle_timeout_s: u64,
-    /// Worker threads of each in-process baseline's runtime.
+    /// Worker threads of each baseline's runtime.
     #[arg(long, default_value_t = 2)]
     baseline_threads: usize,
+    /// Run the baselines inside this process (own thread and runtime), as
+    /// before: quicker to start, but their CPU is then the load
+    /// generator's, so the cost figures lack the baseline server.
+    #[arg(long)]
+    baseline_in_process: bool,
+    /// The `flashsale-baseline` binary (default: beside this one).
+    #[arg(long)]
+    baseline_bin: Option<PathBuf>,
+    /// Where the local stack keeps `<name>.pid` files (default: `.dev/pids`
+    /// here, else beside the target directory this binary is in).
+    #[arg(long, env = "FLASHSALE_DEV_PIDS_DIR")]
+    pids_dir: Option<PathBuf>,
     /// Workload seed (every system gets the same demand).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -142,6 +162,67 @@ struct Ratio {
     p50_latency: f64,
     /// p99 latency: below 1, the pipeline was faster.
     p99_latency: f64,
+    /// p99.9 latency: below 1, the pipeline was faster.
+    p99_9_latency: f64,
+    /// CPU seconds per 1 000 requests over every measured process (the
+    /// system's and its stores'): below 1, the pipeline spent less CPU per
+    /// request. `None` when either side was not measured.
+    cpu_s_per_1k_requests: Option<f64>,
+}
+
+/// A baseline server for the length of its scenarios.
+enum Baseline {
+    /// Its own `flashsale-baseline` process (the default).
+    Child(BaselineProcess),
+    /// A thread and runtime inside this process.
+    InProcess(BaselineServer),
+}
+
+impl Baseline {
+    async fn start(args: &Args, strategy: Strategy) -> anyhow::Result<Self> {
+        let listen: SocketAddr = "127.0.0.1:0".parse()?;
+        let (config, threads) = (&args.baseline, args.baseline_threads);
+        if args.baseline_in_process {
+            let server = BaselineServer::start(strategy, config, listen, threads).await?;
+            return Ok(Baseline::InProcess(server));
+        }
+        let binary = match &args.baseline_bin {
+            Some(path) => path.clone(),
+            None => BaselineProcess::binary_beside_current_exe()?,
+        };
+        let process = BaselineProcess::spawn(&binary, strategy, config, listen, threads).await?;
+        Ok(Baseline::Child(process))
+    }
+
+    fn base_url(&self) -> String {
+        match self {
+            Baseline::Child(p) => p.base_url(),
+            Baseline::InProcess(s) => s.base_url(),
+        }
+    }
+
+    /// The processes a scenario against it measures: its own (when it has
+    /// one) and the stores.
+    fn watchlist(&self, pids_dir: &Path) -> Watchlist {
+        let mut watch = Watchlist::from_pid_files(pids_dir, &cost::BASELINE_STORES);
+        match self {
+            Baseline::Child(p) => watch.add("baseline", p.pid, Role::System),
+            Baseline::InProcess(_) => {
+                watch.unmeasured.insert(
+                    "baseline".to_owned(),
+                    "in-process: its CPU is in load_generator".to_owned(),
+                );
+            }
+        }
+        watch
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        match self {
+            Baseline::Child(p) => p.stop().await.map(|_| ()),
+            Baseline::InProcess(s) => s.stop().await,
+        }
+    }
 }
 
 #[tokio::main]
@@ -160,19 +241,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let loadavg_at_start = loadavg();
     let scenarios: Vec<Scenario> = args.scenarios.iter().map(|w| scenario(&args, *w)).collect();
     println!("flashsale-bench {run}: {} scenario(s)", scenarios.len());
+    let pids_dir = pids_dir(&args);
     let mut results = Vec::new();
     for strategy in &args.strategies {
-        let listen: SocketAddr = "127.0.0.1:0".parse()?;
-        let server =
-            BaselineServer::start(*strategy, &args.baseline, listen, args.baseline_threads).await?;
-        let system = SystemUnderTest::baseline(*strategy, &server.base_url());
+        let server = Baseline::start(&args, *strategy)
+            .await
+            .with_context(|| format!("starting baseline {}", strategy.name()))?;
+        let system = SystemUnderTest::baseline(*strategy, &server.base_url())
+            .with_watch(server.watchlist(&pids_dir));
         let outcome = run_all(&system, &scenarios, &run, &args).await;
         server.stop().await?;
         results.extend(outcome?);
     }
     if !args.no_pipeline {
         let env = Env::from_env();
-        let system = SystemUnderTest::pipeline(&args.ingress_url, env.mysql().await?);
+        let watch = Watchlist::from_pid_files(&pids_dir, &cost::PIPELINE_PROCESSES);
+        let system =
+            SystemUnderTest::pipeline(&args.ingress_url, env.mysql().await?).with_watch(watch);
         results.extend(run_all(&system, &scenarios, &run, &args).await?);
     }
     let results = Results {
@@ -183,6 +268,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     summarise(&results);
     write(&args, &results)
+}
+
+/// `--pids-dir`, else `.dev/pids` under the working directory (`dev/bench`
+/// runs from the repository root), else `.dev/pids` beside the `target`
+/// directory holding this binary (`target/<profile>/flashsale-bench`).
+fn pids_dir(args: &Args) -> PathBuf {
+    if let Some(dir) = &args.pids_dir {
+        return dir.clone();
+    }
+    let here = PathBuf::from(".dev/pids");
+    if here.is_dir() {
+        return here;
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join(".dev/pids")))
+        .filter(|dir| dir.is_dir())
+        .unwrap_or(here)
 }
 
 fn scenario(args: &Args, which: ScenarioName) -> Scenario {
@@ -255,6 +358,14 @@ async fn run_all(
         if let Some(units) = result.accepted_outcome_units {
             println!("  accepted purchases recorded in the outcomes table: {units} units");
         }
+        if let Some(flagged) = result.baseline_stats.as_ref().map(|s| s.flag_answers) {
+            if flagged > 0 {
+                println!("  answered from the in-process sold-out flag: {flagged}");
+            }
+        }
+        if let Some(cost) = &result.cost {
+            cost.print();
+        }
         out.push(result);
     }
     Ok(out)
@@ -267,6 +378,7 @@ fn ratios(results: &[ScenarioResult]) -> Vec<Ratio> {
             .find(|r| r.system == "pipeline" && r.scenario == scenario)
     };
     let div = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let cpu = |r: &ScenarioResult| r.cost.as_ref().map(|c| c.cpu_s_per_1k_requests);
     results
         .iter()
         .filter(|r| r.system != "pipeline")
@@ -278,6 +390,8 @@ fn ratios(results: &[ScenarioResult]) -> Vec<Ratio> {
                 throughput: div(p.report.throughput_rps, b.report.throughput_rps),
                 p50_latency: div(p.report.latency_ms.p50, b.report.latency_ms.p50),
                 p99_latency: div(p.report.latency_ms.p99, b.report.latency_ms.p99),
+                p99_9_latency: div(p.report.latency_ms.p99_9, b.report.latency_ms.p99_9),
+                cpu_s_per_1k_requests: cpu(p).zip(cpu(b)).map(|(p, b)| div(p, b)),
             })
         })
         .collect()
@@ -319,38 +433,59 @@ fn summarise(results: &Results) {
         results.run, m.cpus, m.cpu_model, m.loadavg_at_start, m.loadavg_at_end
     );
     println!(
-        "  {:<6} {:<12} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "  {:<6} {:<14} {:>8} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7} {:>8} {:>6} {:>6} {:>8} {:>8} {:>8}",
         "scen.",
         "system",
         "req/s",
         "p50 ms",
+        "p90 ms",
         "p99 ms",
+        "p99.9 ms",
+        "max ms",
         "accepted",
         "stored",
         "oversold",
         "unsold",
-        "errors"
+        "errors",
+        "cpu s/1k",
+        "own s/1k",
+        "store/1k"
     );
     for r in &results.results {
         let errors: u64 = r.report.errors.values().sum();
+        let l = &r.report.latency_ms;
+        let cpu = |f: fn(&cost::CostReport) -> f64| {
+            r.cost
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |c| format!("{:.3}", f(c)))
+        };
         println!(
-            "  {:<6} {:<12} {:>9.0} {:>9.1} {:>9.1} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "  {:<6} {:<14} {:>8.0} {:>7.1} {:>7.1} {:>7.1} {:>8.1} {:>8.1} {:>8} {:>7} {:>8} {:>6} {:>6} {:>8} {:>8} {:>8}",
             r.scenario,
             r.system,
             r.report.throughput_rps,
-            r.report.latency_ms.p50,
-            r.report.latency_ms.p99,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.p99_9,
+            l.max,
             r.report.accepted_units,
             r.stored_units,
             r.oversold_units_by_answers.max(r.oversold_units_by_orders),
             r.unsold_units_with_excess_demand,
-            errors
+            errors,
+            cpu(|c| c.cpu_s_per_1k_requests),
+            cpu(|c| c.system_cpu_s_per_1k_requests),
+            cpu(|c| c.stores_cpu_s_per_1k_requests),
         );
     }
     for q in &results.ratios {
+        let cpu = q
+            .cpu_s_per_1k_requests
+            .map_or_else(String::new, |c| format!("  cpu/1k x{c:.2}"));
         println!(
-            "  pipeline / {:<12} ({:<5}) throughput x{:.2}  p50 x{:.2}  p99 x{:.2}",
-            q.baseline, q.scenario, q.throughput, q.p50_latency, q.p99_latency
+            "  pipeline / {:<14} ({:<5}) throughput x{:.2}  p50 x{:.2}  p99 x{:.2}  p99.9 x{:.2}{cpu}",
+            q.baseline, q.scenario, q.throughput, q.p50_latency, q.p99_latency, q.p99_9_latency
         );
     }
 }
