@@ -9,7 +9,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
 use flashsale_runtime::config::TopicArgs;
+use flashsale_runtime::retry::{retry, Backoff, RetryError};
 use flashsale_runtime::topics::partition_count;
+use tokio_util::sync::CancellationToken;
 
 /// Broker calls give up after this long.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -72,10 +74,17 @@ pub async fn create_topics(
             Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
         }
     }
-    verify_partitions(brokers, &specs, partitions)
+    verify_partitions(brokers, &specs, partitions).await
 }
 
-fn verify_partitions(
+/// How long a just-created topic may take to show its partitions in
+/// metadata: 20 looks, 250 ms apart.
+const VISIBLE_BACKOFF: Backoff = Backoff::fixed(20, Duration::from_millis(250));
+
+/// Checks every topic's partition count. A topic created a moment ago can
+/// still read as having none (metadata lags the creation), so a count of 0
+/// is looked at again; any other wrong count is final.
+async fn verify_partitions(
     brokers: &str,
     specs: &[TopicSpec<'_>],
     partitions: i32,
@@ -84,8 +93,26 @@ fn verify_partitions(
         .set("bootstrap.servers", brokers)
         .set("group.id", "flashsale-admin")
         .create()?;
+    // A one-shot command: nothing else can ask it to stop mid-retry.
+    let never = CancellationToken::new();
     for spec in specs {
-        let count = partition_count(&consumer, spec.name, ADMIN_TIMEOUT)?;
+        let count = retry("topic metadata", VISIBLE_BACKOFF, &never, || async {
+            // A blocking lookup, as before: this is a one-shot command, and
+            // it runs under any runtime flavour (tests, benches) this way.
+            match partition_count(&consumer, spec.name, ADMIN_TIMEOUT) {
+                Ok(0) => Err(anyhow::anyhow!(
+                    "topic {} shows no partitions yet",
+                    spec.name
+                )),
+                other => Ok(other?),
+            }
+        })
+        .await;
+        let count = match count {
+            Ok(c) => c,
+            Err(RetryError::Exhausted { last, .. }) => return Err(last),
+            Err(e) => return Err(e.into()),
+        };
         anyhow::ensure!(
             count == partitions,
             "topic {} has {count} partitions, expected {partitions}",
