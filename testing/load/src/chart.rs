@@ -1,7 +1,10 @@
-//! The benchmark's SVG chart: one row per scenario, one panel per question
-//! (how fast, how slow, oversold?, unsold?, persisted?, how much CPU?), one
-//! bar group per system.
+//! The benchmark's SVG charts. [`render`]: one row per scenario, one panel
+//! per question (how fast, how slow, oversold?, unsold?, persisted?, how
+//! much CPU?), one bar group per system. [`render_sweep`]: the open-loop
+//! sweep's p50 and p99 against the offered rate, one colour per system,
+//! with the p99 limit.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use plotters::coord::types::RangedCoordf64;
@@ -10,6 +13,7 @@ use plotters::prelude::*;
 
 use crate::cost::CostReport;
 use crate::scenario::ScenarioResult;
+use crate::sweep::SystemSweep;
 
 const PANEL_WIDTH: u32 = 480;
 const PANEL_HEIGHT: u32 = 380;
@@ -251,6 +255,157 @@ fn draw_bars<DB: DrawingBackend>(
     Ok(())
 }
 
+/// Size of the sweep chart.
+const SWEEP_SIZE: (u32, u32) = (1000, 640);
+/// One colour per system of the sweep chart (wrapping past eight).
+const SWEEP_PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(23, 190, 207),
+];
+/// The p99 limit's line.
+const LIMIT_COLOR: RGBColor = RGBColor(214, 39, 40);
+/// Lowest latency a log axis shows (ms): the histogram's floor is 1 µs.
+const LATENCY_FLOOR_MS: f64 = 0.1;
+
+/// The sweep chart's axes, log scale both.
+type SweepChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<LogCoord<f64>, LogCoord<f64>>>;
+
+/// Renders the sweep: for each system, p99 (solid) and p50 (dashed) against
+/// the offered rate, a cross on the step that failed, a triangle on the
+/// half-rate step's p99, and the p99 limit across.
+pub fn render_sweep(
+    sweeps: &BTreeMap<String, SystemSweep>,
+    p99_max_ms: f64,
+    caption: &str,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, SWEEP_SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let ((x0, x1), (y0, y1)) = sweep_ranges(sweeps, p99_max_ms);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("offered rate, requests/s (log scale)")
+        .y_desc("latency from intended send, ms (log scale)")
+        .x_label_formatter(&|x| short(*x))
+        .y_label_formatter(&|y| short(*y))
+        .draw()
+        .map_err(plot_error)?;
+    let limit = [(x0, p99_max_ms), (x1, p99_max_ms)];
+    chart
+        .draw_series(DashedLineSeries::new(
+            limit,
+            8,
+            5,
+            LIMIT_COLOR.stroke_width(2),
+        ))
+        .map_err(plot_error)?
+        .label(format!("p99 limit {} ms", short(p99_max_ms)))
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], LIMIT_COLOR.stroke_width(2)));
+    for (i, (system, sweep)) in sweeps.iter().enumerate() {
+        draw_sweep(
+            &mut chart,
+            system,
+            sweep,
+            SWEEP_PALETTE[i % SWEEP_PALETTE.len()],
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 12))
+        .draw()
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
+
+/// Offered rates and latencies to fit, with headroom for the legend; a
+/// sweep without steps still gets a drawable (non-empty) range.
+fn sweep_ranges(
+    sweeps: &BTreeMap<String, SystemSweep>,
+    p99_max_ms: f64,
+) -> ((f64, f64), (f64, f64)) {
+    let steps = || {
+        sweeps
+            .values()
+            .flat_map(|s| s.steps.iter().chain(&s.half_rate))
+    };
+    let rates = steps().map(|s| s.offered_rps).filter(|r| *r > 0.0);
+    let (r_min, r_max) = rates.fold((f64::INFINITY, 0.0_f64), |(lo, hi), r| {
+        (lo.min(r), hi.max(r))
+    });
+    let (r_min, r_max) = if r_max > 0.0 {
+        (r_min, r_max)
+    } else {
+        (100.0, 1000.0)
+    };
+    let lat_min = steps().map(|s| s.p50_ms).fold(p99_max_ms, f64::min);
+    let lat_max = steps().map(|s| s.p99_ms).fold(p99_max_ms, f64::max);
+    (
+        (r_min / 1.3, r_max * 1.3),
+        ((lat_min / 2.0).max(LATENCY_FLOOR_MS), lat_max * 4.0),
+    )
+}
+
+/// One system's lines and markers.
+fn draw_sweep<DB: DrawingBackend>(
+    chart: &mut SweepChart<'_, DB>,
+    system: &str,
+    sweep: &SystemSweep,
+    color: RGBColor,
+) -> anyhow::Result<()> {
+    let at = |rps: f64, ms: f64| (rps, ms.max(LATENCY_FLOOR_MS));
+    let p99: Vec<(f64, f64)> = sweep
+        .steps
+        .iter()
+        .map(|s| at(s.offered_rps, s.p99_ms))
+        .collect();
+    let p50: Vec<(f64, f64)> = sweep
+        .steps
+        .iter()
+        .map(|s| at(s.offered_rps, s.p50_ms))
+        .collect();
+    let solid = color.stroke_width(2);
+    chart
+        .draw_series(LineSeries::new(p99.clone(), solid).point_size(3))
+        .map_err(plot_error)?
+        .label(format!("{system} p99"))
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], solid));
+    let thin = color.stroke_width(1);
+    chart
+        .draw_series(DashedLineSeries::new(p50, 5, 4, thin))
+        .map_err(plot_error)?
+        .label(format!("{system} p50"))
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 5, y)], thin));
+    let failed = sweep.steps.iter().filter(|s| !s.passed);
+    let crosses = failed.map(|s| Cross::new(at(s.offered_rps, s.p99_ms), 7, solid));
+    chart.draw_series(crosses).map_err(plot_error)?;
+    if let Some(h) = &sweep.half_rate {
+        let marker = TriangleMarker::new(at(h.offered_rps, h.p99_ms), 7, color.filled());
+        chart
+            .draw_series(std::iter::once(marker))
+            .map_err(plot_error)?
+            .label(format!("{system} half rate p99 {} ms", short(h.p99_ms)))
+            .legend(move |(x, y)| TriangleMarker::new((x + 8, y), 5, color.filled()));
+    }
+    Ok(())
+}
+
 /// 1234567 -> "1.2M", 0.25 -> "0.25": axis and bar labels stay short.
 fn short(v: f64) -> String {
     let a = v.abs();
@@ -270,6 +425,7 @@ fn short(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sweep::{StopReason, SweepStep};
 
     /// Proves labels stay short and readable across magnitudes.
     #[test]
@@ -280,5 +436,82 @@ mod tests {
         assert_eq!(short(3.0), "3");
         assert_eq!(short(2.54), "2.5");
         assert_eq!(short(0.25), "0.25");
+    }
+
+    /// A sweep step at `rps` with the given p50 and p99, passed or not.
+    fn step(rps: f64, p50_ms: f64, p99_ms: f64, passed: bool) -> SweepStep {
+        SweepStep {
+            step: Some(0),
+            offered_rps: rps,
+            duration_s: 1.0,
+            requests: rps as u64,
+            achieved_rps: rps,
+            answered_rps: rps,
+            p50_ms,
+            p90_ms: p99_ms,
+            p99_ms,
+            p99_9_ms: p99_ms,
+            max_ms: p99_ms,
+            send_lag_p99_ms: 0.0,
+            service_p99_ms: p99_ms,
+            in_flight_cap_waits: 0,
+            errors: 0,
+            errors_by_kind: BTreeMap::new(),
+            accepted: 1,
+            accepted_units: 1,
+            sold_out: 1,
+            rejected_other: BTreeMap::new(),
+            stock_per_product: 1,
+            total_stock: 1,
+            demand_units: 2,
+            oversold_units: 0,
+            stored_units: 1,
+            settle_s: 0.0,
+            cpu_s_per_1k_requests: None,
+            product_prefix: "p-".into(),
+            passed,
+            failure: None,
+        }
+    }
+
+    /// Proves the sweep chart is written as an SVG with a line per system
+    /// and percentile, the limit and the legend's names, and that a sweep
+    /// without steps (the first one could not run) still renders.
+    #[test]
+    fn sweep_chart_is_written() {
+        let sweep = |steps: Vec<SweepStep>, half: Option<SweepStep>| SystemSweep {
+            steps,
+            highest_sustainable_rps: Some(750.0),
+            highest_is_lower_bound: false,
+            stop_reason: StopReason::P99OverLimit,
+            stop_detail: String::new(),
+            half_rate: half,
+            half_rate_note: None,
+        };
+        let mut sweeps = BTreeMap::new();
+        let steps = vec![step(500.0, 5.0, 20.0, true), step(750.0, 8.0, 60.0, true)];
+        let failed = step(1125.0, 40.0, 400.0, false);
+        let half = step(375.0, 4.0, 12.0, true);
+        sweeps.insert(
+            "pipeline".to_owned(),
+            sweep([steps, vec![failed]].concat(), Some(half)),
+        );
+        sweeps.insert("redis-lua".to_owned(), sweep(Vec::new(), None));
+        let dir = std::env::temp_dir().join(format!("flashsale-sweep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sweep.svg");
+        render_sweep(&sweeps, 100.0, "sweep", &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..80.min(svg.len())]);
+        for text in [
+            "pipeline p99",
+            "pipeline p50",
+            "redis-lua p99",
+            "p99 limit 100 ms",
+        ] {
+            assert!(svg.contains(text), "{text} missing");
+        }
+        assert!(svg.matches("<polyline").count() >= 3, "lines missing");
     }
 }

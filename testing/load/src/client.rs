@@ -2,7 +2,7 @@
 //! logical request yields ([`Sample`]): shared by the [`crate::driver`] that
 //! sends the load and the [`crate::tally`] that counts it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::target::Verdict;
 
@@ -47,6 +47,13 @@ pub struct Sample {
     pub quantity: i32,
     /// From the intended send time to the final answer, retries included.
     pub latency: Duration,
+    /// When the first attempt started: the instants of a run's first and
+    /// last requests give the rate the client really sent at.
+    pub sent_at: Instant,
+    /// From the intended send time to `sent_at`: the client's own lateness
+    /// (a starved scheduler or runtime, or a full in-flight cap). Part of
+    /// `latency`, which is what a buyer would have waited.
+    pub send_lag: Duration,
     /// The final verdict of the request (after retries).
     pub verdict: Verdict,
     /// HTTP attempts made, retries included, duplicate excluded.

@@ -31,6 +31,7 @@ async fn execute(
     config: &DriverConfig,
 ) -> Sample {
     let product = &workload.spec.products[plan.product];
+    let sent_at = Instant::now();
     let mut attempts = 0;
     let verdict = loop {
         attempts += 1;
@@ -50,6 +51,8 @@ async fn execute(
         product: plan.product,
         quantity: plan.quantity,
         latency,
+        sent_at,
+        send_lag: sent_at.saturating_duration_since(intended),
         verdict,
         attempts,
         duplicate,
@@ -80,22 +83,24 @@ pub async fn run(
     while let Some(sample) = rx.recv().await {
         tally.record(&sample);
     }
-    sender.await.context("the load generator task failed")??;
-    tally.finish(started.elapsed());
+    let in_flight_cap_waits = sender.await.context("the load generator task failed")??;
+    tally.finish(started.elapsed(), in_flight_cap_waits);
     Ok(tally)
 }
 
 /// Schedules request `i` at `start + i / rate`. Whatever is due is spawned
 /// at once, then the scheduler sleeps until the next one is due: timers tick
 /// in milliseconds, so above 1000/s requests leave in small bursts, each
-/// still timed from its own intended instant.
+/// still timed from its own intended instant. Returns how often the
+/// in-flight cap was full when a request was due: then the system's
+/// backlog, not the client, held the sending back.
 async fn open_loop(
     target: Target,
     workload: Workload,
     config: DriverConfig,
     rate: f64,
     tx: mpsc::UnboundedSender<Sample>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     anyhow::ensure!(
         rate.is_finite() && rate > 0.0,
         "rate must be positive, got {rate}"
@@ -106,10 +111,17 @@ async fn open_loop(
     let start = Instant::now();
     let due_at = |i: u64| start + Duration::from_secs_f64(i as f64 / rate);
     let mut next = 0u64;
+    let mut cap_waits = 0u64;
     while next < total {
         let due = (((start.elapsed().as_secs_f64()) * rate) as u64 + 1).min(total);
         while next < due {
-            let permit = gate.clone().acquire_owned().await?;
+            let permit = match gate.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    cap_waits += 1;
+                    gate.clone().acquire_owned().await?
+                }
+            };
             let (target, workload, config, tx) =
                 (target.clone(), workload.clone(), config.clone(), tx.clone());
             let intended = due_at(next);
@@ -126,18 +138,19 @@ async fn open_loop(
             tokio::time::sleep_until(due_at(next).into()).await;
         }
     }
-    Ok(())
+    Ok(cap_waits)
 }
 
 /// `connections` workers share one counter: each takes the next index, sends
-/// it, waits for the answer, and takes another.
+/// it, waits for the answer, and takes another. Returns 0, as the open loop
+/// returns its in-flight cap waits: a closed loop has no cap.
 async fn closed_loop(
     target: Target,
     workload: Workload,
     config: DriverConfig,
     connections: usize,
     tx: mpsc::UnboundedSender<Sample>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     let next = Arc::new(AtomicU64::new(0));
     let (target, workload, config) = (Arc::new(target), Arc::new(workload), Arc::new(config));
     let mut workers = JoinSet::new();
@@ -170,7 +183,7 @@ async fn closed_loop(
     while let Some(joined) = workers.join_next().await {
         joined.context("a closed-loop worker panicked")?;
     }
-    Ok(())
+    Ok(0)
 }
 
 #[cfg(test)]
@@ -243,6 +256,32 @@ mod tests {
         assert_eq!((report.requests, report.accepted_requests), (20, 20));
         assert!(report.latency_ms.max >= 600.0, "{report:?}");
         assert!(report.latency_ms.p50 >= 200.0, "{report:?}");
+        // The backlog held the sending back, and the report says it was the
+        // cap (the system), not the client's own pace.
+        assert!(report.in_flight_cap_waits > 0, "{report:?}");
+        assert!(report.sent_rps < 90.0, "{report:?}");
+    }
+
+    /// Proves the sent rate is the offered rate when nothing holds the
+    /// client back: 100 requests due every 5 ms to a 1 ms server, room for
+    /// all of them, leave at about 200/s with no cap waits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_loop_sends_at_the_offered_rate() {
+        let target = Target::new(
+            &stub(Duration::from_millis(1)).await,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let tally = run(
+            &target,
+            &workload(100),
+            &config(Mode::Open { rate: 200.0 }, 1000),
+        )
+        .await
+        .unwrap();
+        let report = tally.report("stub", None);
+        assert_eq!(report.in_flight_cap_waits, 0, "{report:?}");
+        assert!((160.0..=240.0).contains(&report.sent_rps), "{report:?}");
     }
 
     /// Proves the closed loop sends every request once over its connections

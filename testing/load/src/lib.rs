@@ -12,14 +12,18 @@
 //!   account of what was sold (oversold units, persisted orders);
 //! * [`cost`]: CPU seconds per 1 000 requests and peak RSS of each process
 //!   a scenario involved, from `/proc`;
-//! * [`chart`]: the SVG chart of a benchmark;
+//! * [`sweep`]: the open-loop sweep: one system at a rising offered rate
+//!   until p99, an error or the client gives out, then a step at half the
+//!   highest sustainable rate;
+//! * [`chart`]: the SVG charts of a benchmark and of its sweep;
 //! * [`baseline`]: the old design's four strategies and `redis-lua-flag`, as
 //!   HTTP servers (in-process, or as `flashsale-baseline` child processes).
 //!
 //! Binaries: `flashsale-loadgen` drives one system; `flashsale-baseline`
 //! serves one baseline; `flashsale-bench` runs the same workloads against
-//! every baseline and the pipeline (`dev/bench`); `flashsale-restore-bench`
-//! measures a processor's restore; `flashsale-demo` is `dev/demo`'s sale.
+//! every baseline and the pipeline, then sweeps the open-loop rate of a few
+//! of them (`dev/bench`); `flashsale-restore-bench` measures a processor's
+//! restore; `flashsale-demo` is `dev/demo`'s sale.
 //! Test: `tests/bench_correctness.rs` (every system sells exactly its stock).
 //!
 //! May depend on: the contract, the runtime's client settings, the test kit
@@ -31,6 +35,7 @@ pub mod client;
 pub mod cost;
 pub mod driver;
 pub mod scenario;
+pub mod sweep;
 pub mod tally;
 pub mod target;
 pub mod workload;

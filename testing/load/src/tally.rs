@@ -2,7 +2,7 @@
 //! and turns them into a [`Report`].
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
@@ -50,7 +50,7 @@ pub struct Latency {
 }
 
 /// The final report of one run.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Report {
     /// Base URL or name of the system.
     pub target: String,
@@ -87,6 +87,22 @@ pub struct Report {
     pub elapsed_s: f64,
     /// Logical requests answered per second.
     pub throughput_rps: f64,
+    /// Logical requests sent per second, from the first request's first
+    /// attempt to the last one's. Open loop: below `rate_rps` when the
+    /// client fell behind its own schedule.
+    pub sent_rps: f64,
+    /// 99th percentile of the send lag (ms): intended send to first attempt.
+    pub send_lag_p99_ms: f64,
+    /// Largest send lag (ms).
+    pub send_lag_max_ms: f64,
+    /// 99th percentile from the first attempt's actual send to the final
+    /// answer (ms): the latency without the client's own lateness. Only for
+    /// telling the client's lag from the system's: from the actual send, a
+    /// closed loop or a full in-flight cap hides the system's backlog.
+    pub service_p99_ms: f64,
+    /// Open loop: times a request was due while the in-flight cap was full,
+    /// so the system's backlog held the sending back (0 in a closed loop).
+    pub in_flight_cap_waits: u64,
     /// Latency from intended send to final answer.
     pub latency_ms: Latency,
     /// Stock of each product, when the run configured the sales.
@@ -101,6 +117,16 @@ pub struct Report {
 pub struct Tally {
     /// Latencies in µs.
     histogram: Histogram<u64>,
+    /// Send lags in µs.
+    send_lags: Histogram<u64>,
+    /// Latencies from the actual send in µs.
+    service: Histogram<u64>,
+    /// First attempt of the earliest-sent request.
+    first_sent: Option<Instant>,
+    /// First attempt of the latest-sent request.
+    last_sent: Option<Instant>,
+    /// Set by [`Tally::finish`]: see [`Report::in_flight_cap_waits`].
+    in_flight_cap_waits: u64,
     /// Per product, same order as the workload's products.
     pub products: Vec<ProductTally>,
     /// Logical requests seen.
@@ -141,6 +167,11 @@ impl Tally {
         };
         Ok(Self {
             histogram: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)?,
+            send_lags: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)?,
+            service: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)?,
+            first_sent: None,
+            last_sent: None,
+            in_flight_cap_waits: 0,
             products: vec![ProductTally::default(); workload.spec.products.len()],
             requests: 0,
             attempts: 0,
@@ -159,9 +190,15 @@ impl Tally {
         self.requests += 1;
         self.attempts += u64::from(s.attempts) + u64::from(s.duplicate.is_some());
         self.retried += u64::from(s.attempts > 1);
-        let us = (s.latency.as_micros() as u64).clamp(1, LATENCY_MAX_US);
+        let us = |d: Duration| (d.as_micros() as u64).clamp(1, LATENCY_MAX_US);
         // In bounds by the clamp, so recording cannot fail.
-        let _ = self.histogram.record(us);
+        let _ = self.histogram.record(us(s.latency));
+        let _ = self.send_lags.record(us(s.send_lag));
+        let _ = self
+            .service
+            .record(us(s.latency.saturating_sub(s.send_lag)));
+        self.first_sent = Some(self.first_sent.map_or(s.sent_at, |f| f.min(s.sent_at)));
+        self.last_sent = Some(self.last_sent.map_or(s.sent_at, |l| l.max(s.sent_at)));
         let accepted = s.verdict == Verdict::Accepted || s.duplicate == Some(Verdict::Accepted);
         if let Some(d) = &s.duplicate {
             self.duplicates += 1;
@@ -192,10 +229,24 @@ impl Tally {
         }
     }
 
-    /// Stops the clock and clears the progress bar.
-    pub fn finish(&mut self, elapsed: Duration) {
+    /// Stops the clock, keeps the sender's in-flight cap waits, and clears
+    /// the progress bar.
+    pub fn finish(&mut self, elapsed: Duration, in_flight_cap_waits: u64) {
         self.elapsed = elapsed;
+        self.in_flight_cap_waits = in_flight_cap_waits;
         self.bar.finish_and_clear();
+    }
+
+    /// Requests sent per second: `n` requests on schedule span `(n - 1)`
+    /// intervals from the first send to the last. Fewer than two requests
+    /// (or no measurable span): the answered rate.
+    fn sent_rps(&self, answered_rps: f64) -> f64 {
+        match (self.first_sent, self.last_sent) {
+            (Some(first), Some(last)) if self.requests > 1 && last > first => {
+                (self.requests - 1) as f64 / (last - first).as_secs_f64()
+            }
+            _ => answered_rps,
+        }
     }
 
     /// The report; `stock` (per product) enables the oversold/unsold figures.
@@ -218,6 +269,7 @@ impl Tally {
             Mode::Closed { connections } => ("closed", None, Some(connections)),
         };
         let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let throughput_rps = self.requests as f64 / secs;
         Report {
             target: target.to_owned(),
             mode: mode.to_owned(),
@@ -235,7 +287,12 @@ impl Tally {
             duplicates_sent: self.duplicates,
             duplicate_flips: self.flips,
             elapsed_s: self.elapsed.as_secs_f64(),
-            throughput_rps: self.requests as f64 / secs,
+            throughput_rps,
+            sent_rps: self.sent_rps(throughput_rps),
+            send_lag_p99_ms: ms(self.send_lags.value_at_quantile(0.99)),
+            send_lag_max_ms: ms(self.send_lags.max()),
+            service_p99_ms: ms(self.service.value_at_quantile(0.99)),
+            in_flight_cap_waits: self.in_flight_cap_waits,
             latency_ms: Latency {
                 p50: ms(h.value_at_quantile(0.5)),
                 p90: ms(h.value_at_quantile(0.9)),
@@ -310,9 +367,19 @@ impl Report {
         }
         let l = &self.latency_ms;
         println!(
-            "  throughput {:.0} requests/s over {:.2} s",
-            self.throughput_rps, self.elapsed_s
+            "  throughput {:.0} requests/s over {:.2} s; sent {:.0}/s, send lag p99 {:.1} ms, max {:.1} ms",
+            self.throughput_rps,
+            self.elapsed_s,
+            self.sent_rps,
+            self.send_lag_p99_ms,
+            self.send_lag_max_ms
         );
+        if self.in_flight_cap_waits > 0 {
+            println!(
+                "  the in-flight cap was full {} time(s) when a request was due",
+                self.in_flight_cap_waits
+            );
+        }
         println!(
             "  latency ms  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
             l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean
@@ -364,6 +431,8 @@ mod tests {
             product,
             quantity,
             latency: Duration::from_millis(5),
+            sent_at: Instant::now(),
+            send_lag: Duration::ZERO,
             verdict,
             attempts: 1,
             duplicate,
@@ -383,7 +452,7 @@ mod tests {
         t.record(&sample(0, 1, busy(), Some(Verdict::Accepted)));
         t.record(&sample(1, 3, Verdict::Timeout, None));
         t.record(&sample(1, 1, busy(), None));
-        t.finish(Duration::from_secs(1));
+        t.finish(Duration::from_secs(1), 0);
         let r = t.report("x", Some(2));
         assert_eq!((r.requests, r.http_attempts), (4, 5));
         assert_eq!((r.accepted_requests, r.accepted_units), (2, 3));

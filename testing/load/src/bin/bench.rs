@@ -1,8 +1,9 @@
 //! `flashsale-bench`: the same flash-sale workloads, in one run on one
 //! machine, against each baseline strategy (each a `flashsale-baseline`
 //! child process, or in-process with `--baseline-in-process`) and then
-//! against the pipeline (the running ingress). Writes `results.json` and
-//! `results.svg` to `--out`.
+//! against the pipeline (the running ingress). Writes `results.json`,
+//! `results.svg` (when a scenario ran) and `sweep.svg` (when the sweep ran)
+//! to `--out`.
 //!
 //! Each (system, scenario) also gets its cost: CPU seconds per 1 000
 //! requests and peak RSS of every process involved (the baseline server, or
@@ -13,7 +14,20 @@
 //! Scenarios: `old` is the old design's own test (100 distinct users, 10
 //! items, 1 product, quantity 1, all at once); `large` is many products with
 //! Zipf-skewed demand far above stock, some clients retrying.
+//!
+//! Then the open-loop sweep (`--sweep-*`, see `flashsale_load::sweep`): for
+//! each of `--sweep-systems` (by default the pipeline, `redis-lua` and
+//! `redis-lua-flag`), fresh `large`-shaped sales at a rising offered rate
+//! until p99 passes the limit, an answer is undecided or the client cannot
+//! send the rate; then one step at half the highest sustainable rate.
+//! Written into `results.json` (`sweep`, `sweep_config`) and `sweep.svg`.
+//! `--only sweep` skips the scenarios, `--no-sweep` the sweep.
+//!
+//! `--pipeline-label` names the pipeline's figures: a run against the same
+//! ingress with another processor behind it (`pipeline-kstreams`) is the
+//! pipeline under another name, and its results say which it was.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,6 +40,7 @@ use serde::Serialize;
 use flashsale_load::baseline::{BaselineConfig, BaselineProcess, BaselineServer, Strategy};
 use flashsale_load::cost::{self, Role, Watchlist};
 use flashsale_load::scenario::{run_scenario, Scenario, ScenarioResult, SystemUnderTest};
+use flashsale_load::sweep::{self, SweepConfig, SweepSettings, SystemSweep};
 use flashsale_load::{chart, Mode};
 use flashsale_testkit::{unique, Env};
 
@@ -42,9 +57,54 @@ struct Args {
     /// Baseline strategies to run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Strategy::ALL)]
     strategies: Vec<Strategy>,
-    /// Skip the pipeline (benchmark the baselines only).
+    /// Skip the pipeline (benchmark the baselines only), in the scenarios
+    /// and the sweep.
     #[arg(long)]
     no_pipeline: bool,
+    /// The name the pipeline's figures carry: e.g. `pipeline-kstreams` for a
+    /// run against the same ingress with another processor behind it.
+    #[arg(long, default_value = "pipeline")]
+    pipeline_label: String,
+    /// Run one part only: `scenarios` (no sweep) or `sweep` (no scenarios).
+    #[arg(long, value_enum, conflicts_with = "no_sweep")]
+    only: Option<Part>,
+    /// Skip the open-loop sweep.
+    #[arg(long)]
+    no_sweep: bool,
+    /// Sweep: the systems to sweep, `pipeline` (or its --pipeline-label)
+    /// and baseline strategies, whatever --strategies says.
+    #[arg(long, value_delimiter = ',', default_values = ["pipeline", "redis-lua", "redis-lua-flag"])]
+    sweep_systems: Vec<String>,
+    /// Sweep: offered rate of the first step (requests/s).
+    #[arg(long, default_value_t = 500.0)]
+    sweep_start_rps: f64,
+    /// Sweep: each step offers this many times the previous step's rate.
+    #[arg(long, default_value_t = 1.5)]
+    sweep_factor: f64,
+    /// Sweep: length of each step's load (s).
+    #[arg(long, default_value_t = 10.0)]
+    sweep_step_s: f64,
+    /// Sweep: most steps per system (its load lasts at most steps × step).
+    #[arg(long, default_value_t = 12)]
+    sweep_steps_max: usize,
+    /// Sweep: a step fails when its p99 exceeds this (ms).
+    #[arg(long, default_value_t = 100.0)]
+    sweep_p99_ms_max: f64,
+    /// Sweep: a step sent at under this fraction of its offered rate (the
+    /// in-flight cap never full) stops the sweep: the client is the limit.
+    #[arg(long, default_value_t = 0.9)]
+    sweep_sent_fraction_min: f64,
+    /// Sweep: demanded units ÷ stock of each step's sale; stock scales with
+    /// the step's demand so every step has the same mix of answers.
+    #[arg(long, default_value_t = 10.0)]
+    sweep_demand_per_stock: f64,
+    /// Length of the step at half the highest sustainable rate after each
+    /// system's sweep (s; default twice --sweep-step-s).
+    #[arg(long)]
+    half_rate_s: Option<f64>,
+    /// No half-rate step.
+    #[arg(long)]
+    no_half_rate: bool,
     /// The pipeline's ingress.
     #[arg(
         long,
@@ -120,6 +180,15 @@ enum ScenarioName {
     Large,
 }
 
+/// A part of the run `--only` can pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    /// The scenarios (`--scenarios`), no sweep.
+    Scenarios,
+    /// The open-loop sweep, no scenarios.
+    Sweep,
+}
+
 /// What `results.json` holds.
 #[derive(Debug, Serialize)]
 struct Results {
@@ -127,10 +196,38 @@ struct Results {
     run: String,
     /// Where it ran.
     machine: Machine,
+    /// The name the pipeline's figures carry (`--pipeline-label`).
+    pipeline_label: String,
     /// Every (system, scenario) result, in run order.
     results: Vec<ScenarioResult>,
     /// Pipeline figure divided by each baseline's, per scenario.
     ratios: Vec<Ratio>,
+    /// How the sweep ran; `None` when it did not.
+    sweep_config: Option<SweepSettings>,
+    /// Each swept system's steps, highest sustainable rate, stop reason and
+    /// half-rate step, by system name.
+    sweep: BTreeMap<String, SystemSweep>,
+}
+
+/// What this run does, resolved from the arguments.
+struct RunPlan {
+    /// The scenarios to run (empty with `--only sweep`).
+    scenarios: Vec<Scenario>,
+    /// The sweep's settings; `None`: no sweep.
+    sweep: Option<SweepConfig>,
+    /// Whether the sweep covers the pipeline.
+    sweep_pipeline: bool,
+    /// The baselines the sweep covers.
+    sweep_baselines: Vec<Strategy>,
+}
+
+/// What the systems produced so far.
+#[derive(Default)]
+struct Collected {
+    /// Scenario results, in run order.
+    results: Vec<ScenarioResult>,
+    /// Sweeps, by system name.
+    sweeps: BTreeMap<String, SystemSweep>,
 }
 
 /// The machine the figures come from.
@@ -239,35 +336,202 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let run = unique("bench");
     let loadavg_at_start = loadavg();
-    let scenarios: Vec<Scenario> = args.scenarios.iter().map(|w| scenario(&args, *w)).collect();
-    println!("flashsale-bench {run}: {} scenario(s)", scenarios.len());
+    let plan = RunPlan::new(&args)?;
+    plan.announce(&run);
     let pids_dir = pids_dir(&args);
-    let mut results = Vec::new();
-    for strategy in &args.strategies {
-        let server = Baseline::start(&args, *strategy)
-            .await
-            .with_context(|| format!("starting baseline {}", strategy.name()))?;
-        let system = SystemUnderTest::baseline(*strategy, &server.base_url())
-            .with_watch(server.watchlist(&pids_dir));
-        let outcome = run_all(&system, &scenarios, &run, &args).await;
-        server.stop().await?;
-        results.extend(outcome?);
+    let mut collected = Collected::default();
+    for strategy in plan.baselines(&args) {
+        run_baseline(&args, &plan, strategy, &pids_dir, &run, &mut collected).await?;
     }
-    if !args.no_pipeline {
-        let env = Env::from_env();
-        let watch = Watchlist::from_pid_files(&pids_dir, &cost::PIPELINE_PROCESSES);
-        let system =
-            SystemUnderTest::pipeline(&args.ingress_url, env.mysql().await?).with_watch(watch);
-        results.extend(run_all(&system, &scenarios, &run, &args).await?);
+    if !args.no_pipeline && (!plan.scenarios.is_empty() || plan.sweep_pipeline) {
+        run_pipeline(&args, &plan, &pids_dir, &run, &mut collected).await?;
     }
     let results = Results {
         run,
         machine: machine(loadavg_at_start),
-        ratios: ratios(&results),
-        results,
+        pipeline_label: args.pipeline_label.clone(),
+        ratios: ratios(&collected.results, &args.pipeline_label),
+        results: collected.results,
+        sweep_config: plan.sweep.as_ref().map(SweepConfig::settings),
+        sweep: collected.sweeps,
     };
     summarise(&results);
     write(&args, &results)
+}
+
+impl RunPlan {
+    fn new(args: &Args) -> anyhow::Result<Self> {
+        let label = args.pipeline_label.as_str();
+        anyhow::ensure!(
+            !label.is_empty() && Strategy::ALL.iter().all(|s| s.name() != label),
+            "--pipeline-label {label:?}: must be non-empty and not a baseline's name"
+        );
+        let scenarios = match args.only {
+            Some(Part::Sweep) => Vec::new(),
+            _ => args.scenarios.iter().map(|w| scenario(args, *w)).collect(),
+        };
+        let swept = !args.no_sweep && args.only != Some(Part::Scenarios);
+        let sweep = if swept {
+            Some(sweep_config(args)?)
+        } else {
+            None
+        };
+        let (sweep_pipeline, sweep_baselines) = sweep_systems(args)?;
+        Ok(Self {
+            scenarios,
+            sweep_pipeline: swept && sweep_pipeline && !args.no_pipeline,
+            sweep_baselines: if swept { sweep_baselines } else { Vec::new() },
+            sweep,
+        })
+    }
+
+    /// The baselines to start, in order: those the scenarios run, then
+    /// those only the sweep needs.
+    fn baselines(&self, args: &Args) -> Vec<Strategy> {
+        let mut order = if self.scenarios.is_empty() {
+            Vec::new()
+        } else {
+            args.strategies.clone()
+        };
+        for strategy in &self.sweep_baselines {
+            if !order.contains(strategy) {
+                order.push(*strategy);
+            }
+        }
+        order
+    }
+
+    fn announce(&self, run: &str) {
+        println!(
+            "flashsale-bench {run}: {} scenario(s)",
+            self.scenarios.len()
+        );
+        if let Some(config) = &self.sweep {
+            let settings = config.settings();
+            let mut systems: Vec<&str> = self.sweep_baselines.iter().map(|s| s.name()).collect();
+            if self.sweep_pipeline {
+                systems.push("the pipeline");
+            }
+            println!(
+                "  sweep of {}: at most {:.0} s of load per system",
+                systems.join(", "),
+                settings.load_s_max_per_system
+            );
+        }
+    }
+}
+
+/// `--sweep-systems`: whether the pipeline is among them (as `pipeline`
+/// or its label), and which baselines, each once.
+fn sweep_systems(args: &Args) -> anyhow::Result<(bool, Vec<Strategy>)> {
+    let mut pipeline = false;
+    let mut baselines = Vec::new();
+    for name in args.sweep_systems.iter().map(|n| n.trim()) {
+        if name == "pipeline" || name == args.pipeline_label {
+            pipeline = true;
+            continue;
+        }
+        let strategy = Strategy::from_str(name, true).map_err(|_| {
+            let known: Vec<&str> = Strategy::ALL.iter().map(|s| s.name()).collect();
+            anyhow::anyhow!(
+                "--sweep-systems: no system {name:?} (pipeline, {})",
+                known.join(", ")
+            )
+        })?;
+        if !baselines.contains(&strategy) {
+            baselines.push(strategy);
+        }
+    }
+    Ok((pipeline, baselines))
+}
+
+/// The sweep's settings; its sales have the `large` scenario's shape.
+fn sweep_config(args: &Args) -> anyhow::Result<SweepConfig> {
+    let secs = |s: f64, flag: &str| {
+        Duration::try_from_secs_f64(s)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .with_context(|| format!("{flag}: not a positive number of seconds: {s}"))
+    };
+    let step = secs(args.sweep_step_s, "--sweep-step-s")?;
+    let half_rate_step = match (args.no_half_rate, args.half_rate_s) {
+        (true, _) => None,
+        (false, Some(s)) => Some(secs(s, "--half-rate-s")?),
+        (false, None) => Some(step * 2),
+    };
+    let config = SweepConfig {
+        start_rps: args.sweep_start_rps,
+        factor: args.sweep_factor,
+        step,
+        steps_max: args.sweep_steps_max,
+        p99_max_ms: args.sweep_p99_ms_max,
+        sent_fraction_min: args.sweep_sent_fraction_min,
+        demand_per_stock: args.sweep_demand_per_stock,
+        users_per_request: args.large_users as f64 / args.large_requests.max(1) as f64,
+        half_rate_step,
+        shape: scenario(args, ScenarioName::Large),
+    };
+    config.validate().context("the sweep's settings")?;
+    Ok(config)
+}
+
+/// One baseline server for its scenarios (when --strategies names it) and
+/// its sweep (when --sweep-systems does).
+async fn run_baseline(
+    args: &Args,
+    plan: &RunPlan,
+    strategy: Strategy,
+    pids_dir: &Path,
+    run: &str,
+    collected: &mut Collected,
+) -> anyhow::Result<()> {
+    let server = Baseline::start(args, strategy)
+        .await
+        .with_context(|| format!("starting baseline {}", strategy.name()))?;
+    let system = SystemUnderTest::baseline(strategy, &server.base_url())
+        .with_watch(server.watchlist(pids_dir));
+    let scenarios: &[Scenario] = if args.strategies.contains(&strategy) {
+        &plan.scenarios
+    } else {
+        &[]
+    };
+    let outcome = run_all(&system, scenarios, run, args).await;
+    let swept = match &plan.sweep {
+        Some(config) if outcome.is_ok() && plan.sweep_baselines.contains(&strategy) => {
+            Some(sweep::sweep(&system, config, run, !args.quiet).await)
+        }
+        _ => None,
+    };
+    server.stop().await?;
+    collected.results.extend(outcome?);
+    if let Some(swept) = swept {
+        collected.sweeps.insert(system.name, swept);
+    }
+    Ok(())
+}
+
+/// The pipeline's running ingress, under --pipeline-label, for the
+/// scenarios and (when --sweep-systems names it) the sweep.
+async fn run_pipeline(
+    args: &Args,
+    plan: &RunPlan,
+    pids_dir: &Path,
+    run: &str,
+    collected: &mut Collected,
+) -> anyhow::Result<()> {
+    let env = Env::from_env();
+    let watch = Watchlist::from_pid_files(pids_dir, &cost::PIPELINE_PROCESSES);
+    let system = SystemUnderTest::pipeline(&args.ingress_url, env.mysql().await?)
+        .named(&args.pipeline_label)
+        .with_watch(watch);
+    collected
+        .results
+        .extend(run_all(&system, &plan.scenarios, run, args).await?);
+    if let (Some(config), true) = (&plan.sweep, plan.sweep_pipeline) {
+        let swept = sweep::sweep(&system, config, run, !args.quiet).await;
+        collected.sweeps.insert(system.name, swept);
+    }
+    Ok(())
 }
 
 /// `--pids-dir`, else `.dev/pids` under the working directory (`dev/bench`
@@ -371,17 +635,19 @@ async fn run_all(
     Ok(out)
 }
 
-fn ratios(results: &[ScenarioResult]) -> Vec<Ratio> {
+/// Pipeline ÷ baseline ratios, the pipeline being the system named
+/// `pipeline_label`.
+fn ratios(results: &[ScenarioResult], pipeline_label: &str) -> Vec<Ratio> {
     let pipeline = |scenario: &str| {
         results
             .iter()
-            .find(|r| r.system == "pipeline" && r.scenario == scenario)
+            .find(|r| r.system == pipeline_label && r.scenario == scenario)
     };
     let div = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     let cpu = |r: &ScenarioResult| r.cost.as_ref().map(|c| c.cpu_s_per_1k_requests);
     results
         .iter()
-        .filter(|r| r.system != "pipeline")
+        .filter(|r| r.system != pipeline_label)
         .filter_map(|b| {
             let p = pipeline(&b.scenario)?;
             Some(Ratio {
@@ -432,8 +698,42 @@ fn summarise(results: &Results) {
         "\n== summary ({} on {} CPUs, {}; load average {} at start, {} at end)",
         results.run, m.cpus, m.cpu_model, m.loadavg_at_start, m.loadavg_at_end
     );
+    if !results.results.is_empty() {
+        print_scenarios(&results.results);
+    }
+    for q in &results.ratios {
+        let cpu = q
+            .cpu_s_per_1k_requests
+            .map_or_else(String::new, |c| format!("  cpu/1k x{c:.2}"));
+        println!(
+            "  {} / {:<14} ({:<5}) throughput x{:.2}  p50 x{:.2}  p99 x{:.2}  p99.9 x{:.2}{cpu}",
+            results.pipeline_label,
+            q.baseline,
+            q.scenario,
+            q.throughput,
+            q.p50_latency,
+            q.p99_latency,
+            q.p99_9_latency
+        );
+    }
+    if let (Some(c), false) = (&results.sweep_config, results.sweep.is_empty()) {
+        println!(
+            "\n== sweep (open loop, {} s steps from {}/s x{}, demand {}x stock; a step fails at p99 > {} ms, any error, or sent < {:.0}% of offered)",
+            c.step_s,
+            c.start_rps,
+            c.factor,
+            c.demand_per_stock,
+            c.p99_max_ms,
+            100.0 * c.sent_fraction_min
+        );
+        sweep::print_table(&results.sweep);
+    }
+}
+
+/// The scenario results, one row each.
+fn print_scenarios(results: &[ScenarioResult]) {
     println!(
-        "  {:<6} {:<14} {:>8} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7} {:>8} {:>6} {:>6} {:>8} {:>8} {:>8}",
+        "  {:<6} {:<17} {:>8} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7} {:>8} {:>6} {:>6} {:>8} {:>8} {:>8}",
         "scen.",
         "system",
         "req/s",
@@ -451,7 +751,7 @@ fn summarise(results: &Results) {
         "own s/1k",
         "store/1k"
     );
-    for r in &results.results {
+    for r in results {
         let errors: u64 = r.report.errors.values().sum();
         let l = &r.report.latency_ms;
         let cpu = |f: fn(&cost::CostReport) -> f64| {
@@ -460,7 +760,7 @@ fn summarise(results: &Results) {
                 .map_or_else(|| "-".to_owned(), |c| format!("{:.3}", f(c)))
         };
         println!(
-            "  {:<6} {:<14} {:>8.0} {:>7.1} {:>7.1} {:>7.1} {:>8.1} {:>8.1} {:>8} {:>7} {:>8} {:>6} {:>6} {:>8} {:>8} {:>8}",
+            "  {:<6} {:<17} {:>8.0} {:>7.1} {:>7.1} {:>7.1} {:>8.1} {:>8.1} {:>8} {:>7} {:>8} {:>6} {:>6} {:>8} {:>8} {:>8}",
             r.scenario,
             r.system,
             r.report.throughput_rps,
@@ -479,25 +779,32 @@ fn summarise(results: &Results) {
             cpu(|c| c.stores_cpu_s_per_1k_requests),
         );
     }
-    for q in &results.ratios {
-        let cpu = q
-            .cpu_s_per_1k_requests
-            .map_or_else(String::new, |c| format!("  cpu/1k x{c:.2}"));
-        println!(
-            "  pipeline / {:<14} ({:<5}) throughput x{:.2}  p50 x{:.2}  p99 x{:.2}  p99.9 x{:.2}{cpu}",
-            q.baseline, q.scenario, q.throughput, q.p50_latency, q.p99_latency, q.p99_9_latency
-        );
-    }
 }
 
+/// Writes `results.json`, `results.svg` (when a scenario ran: a sweep-only
+/// run leaves an earlier chart alone) and `sweep.svg` (when a sweep ran).
 fn write(args: &Args, results: &Results) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let json = args.out.join("results.json");
     std::fs::write(&json, serde_json::to_string_pretty(results)?)
         .with_context(|| format!("writing {}", json.display()))?;
-    let svg = args.out.join("results.svg");
-    chart::render(&results.results, &svg)?;
-    println!("\nwrote {} and {}", json.display(), svg.display());
+    let mut written = vec![json];
+    if !results.results.is_empty() {
+        let svg = args.out.join("results.svg");
+        chart::render(&results.results, &svg)?;
+        written.push(svg);
+    }
+    if let (Some(config), false) = (&results.sweep_config, results.sweep.is_empty()) {
+        let svg = args.out.join("sweep.svg");
+        let caption = format!(
+            "open-loop sweep, {}: {} s steps from {}/s x{}; x = failed step, triangle = half rate",
+            results.run, config.step_s, config.start_rps, config.factor
+        );
+        chart::render_sweep(&results.sweep, config.p99_max_ms, &caption, &svg)?;
+        written.push(svg);
+    }
+    let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    println!("\nwrote {}", names.join(", "));
     Ok(())
 }
