@@ -30,6 +30,7 @@
 //! and `flashsale-admin` (topics are made only there).
 
 pub mod baseline;
+pub mod ceiling;
 pub mod chart;
 pub mod client;
 pub mod cost;
