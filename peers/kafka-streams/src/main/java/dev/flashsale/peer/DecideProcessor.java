@@ -93,6 +93,16 @@ final class DecideProcessor implements Processor<byte[], byte[], byte[], byte[]>
         // Read on every (re)assignment of the task, as ours refreshes it on
         // every assignment: the murmur2 ownership check depends on it.
         this.partitions = partitionCount.getAsInt();
+        // Which instance decides which partition, and since when: the
+        // restore benchmark finds a partition's active owner by this line.
+        LOG.info("task {} active: deciding partition {} at_ms={}", context.taskId(), context.taskId().partition(),
+                System.currentTimeMillis());
+    }
+
+    @Override
+    public void close() {
+        // The task moved away (or the instance stops): no longer the owner.
+        LOG.info("task {} closed at_ms={}", context.taskId(), System.currentTimeMillis());
     }
 
     @Override

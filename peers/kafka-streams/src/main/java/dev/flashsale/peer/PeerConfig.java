@@ -21,10 +21,14 @@ record PeerConfig(
         String stateDir,
         String guarantee,
         int standbyReplicas,
-        int threads) {
+        int threads,
+        int sessionTimeoutMs,
+        String offsetReset) {
 
     static final String EXACTLY_ONCE_V2 = "exactly_once_v2";
     static final String AT_LEAST_ONCE = "at_least_once";
+    static final String EARLIEST = "earliest";
+    static final String LATEST = "latest";
 
     /** One setting: its flag, its variable, its default and what it is. */
     private record Setting(String flag, String env, String fallback, String doc) {}
@@ -54,7 +58,17 @@ record PeerConfig(
             new Setting("standby-replicas", "FLASHSALE_PEER_STANDBY_REPLICAS", "0",
                     "num.standby.replicas: warm copies of each task's stores on other instances."),
             new Setting("threads", "FLASHSALE_PEER_THREADS", "1",
-                    "num.stream.threads of this instance."));
+                    "num.stream.threads of this instance."),
+            // Ours' consumer value (runtime/src/kafka.rs group_consumer_config),
+            // not the client's 45 s: a killed instance then costs both the same
+            // failure detection before its partitions move.
+            new Setting("session-timeout-ms", "FLASHSALE_PEER_SESSION_TIMEOUT_MS", "10000",
+                    "Consumer session.timeout.ms (heartbeat: a tenth of it): a silent member loses its tasks after this long. Same as ours."),
+            // earliest: a new application decides the whole topic, as ours'
+            // new group does. latest: it starts at the end of a topic with
+            // history it must not decide again (dev/bench-kstreams).
+            new Setting("auto-offset-reset", "FLASHSALE_PEER_AUTO_OFFSET_RESET", EARLIEST,
+                    "Where a partition without a committed offset starts: earliest or latest."));
 
     /** Thrown for bad flags or values; the message is for the operator. */
     static final class UsageException extends Exception {
@@ -106,11 +120,17 @@ record PeerConfig(
             throw new UsageException("--guarantee must be " + EXACTLY_ONCE_V2 + " or " + AT_LEAST_ONCE
                     + ", not " + guarantee);
         }
+        String offsetReset = values.get("auto-offset-reset");
+        if (!offsetReset.equals(EARLIEST) && !offsetReset.equals(LATEST)) {
+            throw new UsageException("--auto-offset-reset must be " + EARLIEST + " or " + LATEST + ", not "
+                    + offsetReset);
+        }
         return new PeerConfig(values.get("brokers"), values.get("schema-registry-url"),
                 values.get("requests-topic"), values.get("outcomes-topic"), values.get("dead-letter-topic"),
                 number(values, "dedupe-window-ms"), number(values, "dedupe-entries-max"),
                 values.get("application-id"), values.get("state-dir"), guarantee,
-                (int) number(values, "standby-replicas"), (int) number(values, "threads"));
+                (int) number(values, "standby-replicas"), (int) number(values, "threads"),
+                (int) number(values, "session-timeout-ms"), offsetReset);
     }
 
     private static long number(Map<String, String> values, String flag) throws UsageException {

@@ -81,8 +81,12 @@ public final class PeerMain {
     /** requests → decide (with its stores) → outcomes | dead letters. */
     static Topology topology(PeerConfig cfg, Contract contract, IntSupplier partitionCount) {
         Topology t = new Topology();
-        // Earliest (Kafka Streams' default, stated): a new application decides every input.
-        t.addSource(AutoOffsetReset.earliest(), "requests", new RecordTime(), new ByteArrayDeserializer(),
+        // Earliest by default (Kafka Streams' default, stated): a new
+        // application decides every input. Set on the source, where it wins
+        // over any consumer setting.
+        AutoOffsetReset reset = cfg.offsetReset().equals(PeerConfig.LATEST) ? AutoOffsetReset.latest()
+                : AutoOffsetReset.earliest();
+        t.addSource(reset, "requests", new RecordTime(), new ByteArrayDeserializer(),
                 new ByteArrayDeserializer(), cfg.requestsTopic());
         t.addProcessor("decide", () -> new DecideProcessor(contract, cfg.requestsTopic(), partitionCount,
                 cfg.dedupeWindowMs(), cfg.dedupeEntriesMax()), "requests");
@@ -113,6 +117,12 @@ public final class PeerMain {
         // sets this itself): decisions must be a function of the committed
         // log, as ours (runtime/src/kafka.rs group_consumer_config).
         p.put(StreamsConfig.consumerPrefix(ConsumerConfig.ISOLATION_LEVEL_CONFIG), "read_committed");
+        // Failure detection as ours (10 s session, a heartbeat a tenth of it:
+        // 1 s): a killed instance's tasks move after the same delay, and a
+        // survivor hears of the rebalance as soon as ours would.
+        p.put(StreamsConfig.consumerPrefix(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG), cfg.sessionTimeoutMs());
+        p.put(StreamsConfig.consumerPrefix(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG),
+                Math.max(1, cfg.sessionTimeoutMs() / 10));
         return p;
     }
 
@@ -130,6 +140,11 @@ public final class PeerMain {
                 stopped.countDown();
             }
         });
+        // Restores and standby updates in the log: how long a task takes to
+        // come back, for the restore benchmark (flashsale-restore-bench).
+        RestoreLog restoreLog = new RestoreLog();
+        streams.setGlobalStateRestoreListener(restoreLog);
+        streams.setStandbyUpdateListener(restoreLog);
         // A thread that dies (registry down past the retry bound, a broken
         // invariant) stops the whole client: never go on with a partition
         // half-decided by a replacement thread that hit the same fault.
@@ -150,8 +165,9 @@ public final class PeerMain {
             // a requested stop that closed cleanly is a success (ours exits 0).
             Runtime.getRuntime().halt(closed && !failed.get() ? 0 : 1);
         }, "shutdown"));
-        log.info("starting: application.id={} guarantee={} {} -> {} / {}", cfg.applicationId(), cfg.guarantee(),
-                cfg.requestsTopic(), cfg.outcomesTopic(), cfg.deadLetterTopic());
+        log.info("starting: application.id={} guarantee={} standby.replicas={} auto.offset.reset={} {} -> {} / {}",
+                cfg.applicationId(), cfg.guarantee(), cfg.standbyReplicas(), cfg.offsetReset(), cfg.requestsTopic(),
+                cfg.outcomesTopic(), cfg.deadLetterTopic());
         streams.start();
         stopped.await();
         if (!signalled.get()) {
