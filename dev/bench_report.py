@@ -144,11 +144,20 @@ def restore_lines(restore, ceiling):
     """Kill-to-decide times of ours and the Kafka Streams peer."""
     if restore is None:
         return ["*No restore.json in this run.*"]
-    systems = restore.get("systems") or restore.get("results") or []
+    systems = restore.get("results") or []
+    for s in systems:
+        if s.get("decide_s"):
+            s["decide_rps"] = s["records"] / s["decide_s"]
     rows = [(s.get("system"), fmt(s.get("records")), fmt(s.get("kill_to_probe_outcome_ms"), 0),
-             fmt(s.get("restore_ms"), 0), fmt(s.get("decide_rps"), 0)) for s in systems]
-    lines = table(["system", "records in the partition", "SIGKILL → partition decides again, ms",
-                   "restore alone, ms", "decided, records/s"], rows)
+             fmt(s.get("handover_ms"), 0), fmt(s.get("restore_ms"), 0), fmt(s.get("restore_records")),
+             fmt(s.get("decide_rps"), 0)) for s in systems]
+    lines = [f'Build: {restore.get("bench_build", "?")}; {fmt(restore.get("records"))} purchase requests for '
+             f'{fmt(restore.get("products"))} products in partition 0.', ""]
+    lines += table(["system", "records", "SIGKILL → partition decides again, ms", "handover ms",
+                    "restore ms", "records restored", "first decide, records/s (start-up included)"], rows)
+    whole = next((s.get("whole_log_restore_ms") for s in systems if s.get("whole_log_restore_ms")), None)
+    if whole:
+        lines += ["", f"Ours, restoring by replaying the whole log instead of from a snapshot: {fmt(whole, 0)} ms."]
     pipeline = next((v for v in (ceiling or {}).get("variants", []) if v["variant"] == "pipeline"), None)
     ours = next((s for s in systems if s.get("system") == "ours"), None)
     if pipeline and ours and ours.get("decide_rps"):

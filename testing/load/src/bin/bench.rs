@@ -61,6 +61,11 @@ struct Args {
     /// and the sweep.
     #[arg(long)]
     no_pipeline: bool,
+    /// Skip every baseline (benchmark the pipeline only), in the scenarios
+    /// and the sweep: e.g. a second run over another processor, whose
+    /// baselines the first run already measured.
+    #[arg(long, conflicts_with = "no_pipeline")]
+    no_baselines: bool,
     /// The name the pipeline's figures carry: e.g. `pipeline-kstreams` for a
     /// run against the same ingress with another processor behind it.
     #[arg(long, default_value = "pipeline")]
@@ -380,7 +385,11 @@ impl RunPlan {
         Ok(Self {
             scenarios,
             sweep_pipeline: swept && sweep_pipeline && !args.no_pipeline,
-            sweep_baselines: if swept { sweep_baselines } else { Vec::new() },
+            sweep_baselines: if swept && !args.no_baselines {
+                sweep_baselines
+            } else {
+                Vec::new()
+            },
             sweep,
         })
     }
@@ -388,7 +397,7 @@ impl RunPlan {
     /// The baselines to start, in order: those the scenarios run, then
     /// those only the sweep needs.
     fn baselines(&self, args: &Args) -> Vec<Strategy> {
-        let mut order = if self.scenarios.is_empty() {
+        let mut order = if self.scenarios.is_empty() || args.no_baselines {
             Vec::new()
         } else {
             args.strategies.clone()
