@@ -7,6 +7,7 @@ named in the output, never invented):
 
   results.json            flashsale-bench: baselines and our pipeline, the sweep
   kstreams/results.json   the same bench over the Kafka Streams peer (dev/bench-kstreams)
+  kstreams-alo/results.json   the same with the peer at at_least_once (reference)
   ceiling.json            flashsale-broker-ceiling
   restore.json            flashsale-restore-bench --system all
 
@@ -174,9 +175,10 @@ def summary(run_dir):
     kstreams = load(run_dir / "kstreams" / "results.json")
     results = list(bench["results"])
     sweeps = dict(bench.get("sweep") or {})
-    if kstreams is not None:
-        results += kstreams["results"]
-        sweeps.update(kstreams.get("sweep") or {})
+    for extra in (kstreams, load(run_dir / "kstreams-alo" / "results.json")):
+        if extra is not None:
+            results += extra["results"]
+            sweeps.update(extra.get("sweep") or {})
     machine = bench.get("machine") or {}
     lines = [f'Run `{bench.get("run", "?")}` on {describe(machine)}. Compare figures within this run only.', "",
              "### Scenarios", ""]
