@@ -159,10 +159,6 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Schema ID framed into the template. The registry's real ID would do as
 /// well: the frame holds any ID in the same 4 bytes, so the size is the same.
 const TEMPLATE_SCHEMA_ID: u32 = 1;
-/// Tries at creating a scratch topic set.
-const CREATE_ATTEMPTS: u32 = 5;
-/// Pause between those tries.
-const CREATE_RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Sequence number of the producer's untimed warm-up records.
 const WARM_UP_SEQ: u64 = u64::MAX;
 /// Longest the producer's warm-up may take.
@@ -857,22 +853,9 @@ async fn scratch_topics(
         topics.dead_letter_topic.clone(),
         topics.snapshots_topic.clone(),
     ]);
-    for attempt in 1.. {
-        // Replication 1: the local stack has one broker.
-        match flashsale_admin::topics::create_topics(&plan.brokers, &topics, plan.partitions, 1)
-            .await
-        {
-            Ok(()) => break,
-            // Its partition check can run before the broker's metadata
-            // shows a topic it has just created ("0 partitions"); creating
-            // again is idempotent and checks again.
-            Err(e) if attempt < CREATE_ATTEMPTS => {
-                eprintln!("creating topics {prefix}.*: {e}; retrying");
-                tokio::time::sleep(CREATE_RETRY_PAUSE).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    // Replication 1: the local stack has one broker. create_topics itself
+    // waits out the moment a just-created topic shows no partitions yet.
+    flashsale_admin::topics::create_topics(&plan.brokers, &topics, plan.partitions, 1).await?;
     Ok(topics.requests_topic)
 }
 
